@@ -1,0 +1,47 @@
+"""lstm(units, forget_bias=1.0, peepholes=false, proj=none, clip=none) — TF1 LSTMCell.
+
+Gate blocks of W [input, 4·units], U [R, 4·units] and b [4·units] are in TF1's order
+i, j (candidate), f, o; R = proj if set, else units. With peepholes: wi, wf, wo [units].
+With proj: P [units, proj]. State (c, h); h is the output m.
+
+    i  = σ(x·W_i + h·U_i + b_i + wi⊙c)
+    f  = σ(x·W_f + h·U_f + b_f + forget_bias + wf⊙c)      # forget_bias added at every step
+    c' = f⊙c + i⊙tanh(x·W_j + h·U_j + b_j) ;  c' = clip(c', ±clip) if clip
+    o  = σ(x·W_o + h·U_o + b_o + wo⊙c')                    # o's peephole reads the NEW c
+    m  = o⊙tanh(c') ;  m = m·P if proj
+    output m, next state (c', m)
+(tensorflow/python/ops/rnn_cell_impl.py, LSTMCell.call)
+"""
+from . import ParamSpec, StepCell, builtin, glorot, vector
+
+
+@builtin("lstm")
+def lstm(input_size: int, units: int, forget_bias: float = 1.0, peepholes: bool = False,
+         proj: int | None = None, clip: float | None = None) -> StepCell:
+    out = proj or units
+
+    def step(ops, p, x, state):
+        c, h = state
+        z = x @ p["W"] + p["b"] + h @ p["U"]
+        zi, zj, zf, zo = ops.split(z, 4)
+        if peepholes:
+            zi = zi + p["wi"] * c
+            zf = zf + p["wf"] * c
+        i = ops.sigmoid(zi)
+        f = ops.sigmoid(zf + forget_bias) if forget_bias else ops.sigmoid(zf)
+        c2 = f * c + i * ops.tanh(zj)
+        if clip is not None:
+            c2 = ops.clip(c2, -clip, clip)
+        if peepholes:
+            zo = zo + p["wo"] * c2
+        m = ops.sigmoid(zo) * ops.tanh(c2)
+        if proj:
+            m = m @ p["P"]
+        return m, (c2, m)
+
+    params = {"W": glorot(input_size, 4 * units), "U": glorot(out, 4 * units), "b": vector(4 * units)}
+    if peepholes:
+        params.update(wi=vector(units), wf=vector(units), wo=vector(units))
+    if proj:
+        params["P"] = ParamSpec((units, proj), "glorot")
+    return StepCell("lstm", input_size, (("c", units), ("h", out)), out, params, step, __doc__)
