@@ -1,0 +1,132 @@
+"""The Python API the command line calls: check, compile, run.
+
+    model = rnnc.check("specs/digits.rnn")                # parse + resolve: the model IR
+    result = rnnc.compile("specs/digits.rnn", out="out")  # writes out/infer.onnx, ...
+    outputs = rnnc.run("out", {"x": x})                   # onnxruntime on numpy inputs
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .errors import Diagnostic, SpecError
+from .export import to_model
+from .graph import verify
+from .ir import Model
+from .lower.model import lower_model
+from .parser import parse
+from .prune import prune
+from .resolve import resolve
+
+UNROLLS = ("static", "loop", "auto")
+
+
+def read_spec(path: str | os.PathLike) -> tuple[str, str]:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise SpecError([Diagnostic(f"no such spec file: {path}")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError([Diagnostic(f"cannot read spec {path}: {e}")]) from None
+
+
+def check(spec: str | os.PathLike, text: str | None = None, unroll: str = "auto") -> Model:
+    """Parse and resolve a spec (a path, or `text` shown as that path); raise SpecError."""
+    if text is None:
+        text, name = read_spec(spec)
+    else:
+        name = str(spec)
+    return resolve(parse(text, name), default_unroll=unroll)
+
+
+def refuse_unsupported(model: Model) -> None:
+    """Constructs later issues compile stop compilation here, each located."""
+    if model.unsupported:
+        raise SpecError([Diagnostic(f"{what} is not supported by this version of rnnc yet", span,
+                                    "`rnnc check` accepts it; compiling it comes in a later release")
+                         for what, span in model.unsupported], model.source)
+
+
+def metadata(model: Model, extra: dict | None = None) -> dict[str, str]:
+    meta = {
+        "rnnc.version": __version__,
+        "rnnc.model": model.name,
+        "rnnc.spec": model.source,
+        "rnnc.spec_sha256": hashlib.sha256(model.source.encode()).hexdigest(),
+    }
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    return meta
+
+
+@dataclass
+class Built:
+    """An ONNX model and what the summary shows about it."""
+
+    onnx: onnx.ModelProto
+    strategies: list[tuple[str, str]]
+    params: dict[str, np.ndarray]
+    state_io: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
+                weights: dict | None = None, stateful: bool = False) -> Built:
+    """The inference model: the spec's outputs, from exactly the inputs they need."""
+    lw = lower_model(model, list(model.outputs), fdtype, seed, unroll, weights, stateful)
+    g = prune(lw.g)
+    verify(g)
+    extra = {"rnnc.kind": "infer_stateful" if stateful else "infer",
+             "rnnc.lowering": [list(s) for s in lw.strategies]}
+    if stateful:
+        extra["rnnc.state"] = [{"input": i, "output": o, "size": s} for i, o, s in lw.state_io]
+    proto = to_model(g, model.name, metadata(model, extra))
+    return Built(proto, lw.strategies, {k: g.initializers[k] for k in g.params}, lw.state_io)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class CompileResult:
+    model: Model
+    out: Path
+    files: list[Path]
+    infer: Built
+
+
+def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unroll: str = "auto",
+            seed: int = 0, stateful: bool = False) -> CompileResult:
+    """Compile a spec into a folder: infer.onnx (and infer_stateful.onnx with stateful)."""
+    if unroll not in UNROLLS:
+        raise ValueError(f"unroll must be one of {', '.join(UNROLLS)}")
+    model = check(spec, unroll=unroll)
+    refuse_unsupported(model)
+    out_dir = Path(out) if out is not None else Path(model.name)
+    infer = build_infer(model, unroll, seed=seed)
+    files = [(out_dir / "infer.onnx", infer.onnx)]
+    if stateful:
+        files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
+    for path, proto in files:
+        write_atomic(path, proto.SerializeToString())
+    return CompileResult(model, out_dir, [p for p, _ in files], infer)
