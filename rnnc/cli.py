@@ -1,0 +1,126 @@
+"""The `rnnc` command line: click commands over the Python API.
+
+Exit codes: 0 success; 1 an unexpected internal error; 2 a usage error (bad option);
+3 a bad spec (`SpecError`: every error with file:line:col); 4 bad data, inputs, model
+files or checkpoints.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import EXIT_SPEC_ERROR, SpecError
+
+EXIT_DATA_ERROR = 4
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def guarded(fn):
+    """Turn the errors a user can cause into one message and an exit code, never a traceback."""
+    import functools
+
+    from .checkpoint import CheckpointError
+    from .datafile import DataError
+    from .runtime import InputError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as e:
+            _fail(e.report(), EXIT_SPEC_ERROR)
+        except (DataError, InputError, CheckpointError) as e:
+            _fail(f"error: {e}", EXIT_DATA_ERROR)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnnc")
+def main():
+    """rnnc — compile recurrent networks written as specs into ONNX models, and train them."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@guarded
+def check(spec):
+    """Parse and check SPEC; print a one-line summary or every error."""
+    from . import api
+
+    model = api.check(spec)
+    ins = ", ".join(f"{n}: {t}" for n, t in model.inputs)
+    click.echo(f"{spec}: ok — model {model.name} ({ins}); outputs: {', '.join(n for n, _ in model.outputs) or '-'}"
+               + (f"; loss: yes" if model.loss is not None else ""))
+    for what, span in model.unsupported:
+        click.echo(f"  note: {span}: {what} is checked, but compiling it comes in a later release")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default: ./<model name>/).")
+@click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True,
+              help="Lowering for cell runs that name none in the spec.")
+@click.option("--stateful", is_flag=True, help="Also write infer_stateful.onnx (state inputs and outputs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
+@guarded
+def compile(spec, out, unroll, stateful, seed):
+    """Compile SPEC into ONNX models in a folder."""
+    from . import api
+    from .summary import summarize
+
+    result = api.compile(spec, out=out, unroll=unroll, seed=seed, stateful=stateful)
+    click.echo(summarize(result))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=False))
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the outputs to this .npz file.")
+@guarded
+def run(model, inputs, out):
+    """Run MODEL (a folder or an .onnx file) on inputs given as name=file.npy."""
+    from .api import write_atomic
+    from .runtime import load_array, run as run_model
+
+    feeds = dict(load_array(s) for s in inputs)
+    results = run_model(model, feeds)
+    if out:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **results)
+        write_atomic(Path(out), buf.getvalue())
+        click.echo(f"wrote {', '.join(results)} to {out}")
+        return
+    np.set_printoptions(precision=5, suppress=True, threshold=200, edgeitems=3)
+    for name, value in results.items():
+        click.echo(f"{name}: {value.dtype}{list(value.shape)}\n{value}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@guarded
+def data(name, out, seed):
+    """Write the example data set NAME (NAME_train and NAME_test) to a folder."""
+    from . import datasets
+
+    if name not in datasets.REGISTRY:
+        raise click.UsageError(f"unknown data set '{name}'; choose from {', '.join(datasets.REGISTRY)}")
+    for path in datasets.write(name, out, seed=seed):
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

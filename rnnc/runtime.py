@@ -1,0 +1,107 @@
+"""Running exported models with onnxruntime: sessions, model folders, input checks.
+
+A model argument is an .onnx file or a folder written by `rnnc compile`/`rnnc train`
+(its `infer.onnx` is used). Inputs are checked against the model's declared inputs before
+onnxruntime sees them, so a wrong name, rank or dtype gets one clear message.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .graph import NUMPY_DTYPES
+
+ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+class InputError(Exception):
+    """Bad input to a model run: a missing or malformed array, an unreadable file."""
+
+
+def model_file(path: str | os.PathLike, name: str = "infer.onnx") -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / name
+    if not p.is_file():
+        raise InputError(f"no model at {path}" + (f" (looked for {p})" if Path(path).is_dir() else ""))
+    return p
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise InputError(f"{path}: onnxruntime cannot load this model: {e}") from None
+
+
+def check_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cast and check `feeds` against the session's inputs; extra arrays are ignored."""
+    out = {}
+    for inp in sess.get_inputs():
+        if inp.name not in feeds:
+            have = ", ".join(sorted(feeds)) or "nothing"
+            raise InputError(f"the model needs input '{inp.name}' {_fmt(inp)}; given: {have}")
+        a = np.asarray(feeds[inp.name])
+        want = ONNX_TO_NUMPY.get(inp.type)
+        if len(a.shape) != len(inp.shape):
+            raise InputError(f"input '{inp.name}' needs rank {len(inp.shape)} {_fmt(inp)}, got shape {a.shape}")
+        for i, (d, n) in enumerate(zip(inp.shape, a.shape)):
+            if isinstance(d, int) and d != n:
+                raise InputError(f"input '{inp.name}' needs size {d} on axis {i} {_fmt(inp)}, got shape {a.shape}")
+        if want is not None and a.dtype != want:
+            if np.issubdtype(want, np.integer) and not np.issubdtype(a.dtype, np.integer):
+                if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+                    raise InputError(f"input '{inp.name}' needs integers, got {a.dtype} values that are not")
+            a = a.astype(want)
+        out[inp.name] = a
+    return out
+
+
+def _fmt(inp) -> str:
+    kind = {v: k for k, v in NUMPY_DTYPES.items()}.get(ONNX_TO_NUMPY.get(inp.type), inp.type)
+    return f"{kind}[{', '.join(str(d) for d in inp.shape)}]"
+
+
+def load_array(spec: str) -> tuple[str, np.ndarray]:
+    """`name=path.npy`, `name=path.npz` (the array called name, or the only one), `name=path.npz:key`."""
+    if "=" not in spec:
+        raise InputError(f"'{spec}': give inputs as name=file.npy")
+    name, path = spec.split("=", 1)
+    key = None
+    if ".npz:" in path:
+        path, key = path.rsplit(":", 1)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except Exception as e:
+        raise InputError(f"{path}: not a readable .npy/.npz file ({e})") from None
+    if isinstance(data, np.ndarray):
+        return name, data
+    with data:
+        keys = list(data.keys())
+        pick = key or (name if name in keys else (keys[0] if len(keys) == 1 else None))
+        if pick not in keys:
+            raise InputError(f"{path}: has no array '{key or name}' (it has {', '.join(keys)}); "
+                             f"write {name}={path}:KEY")
+        return name, data[pick]
+
+
+def run(model: str | os.PathLike, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = session(model_file(model))
+    feeds = check_feeds(sess, feeds)
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        values = sess.run(names, feeds)
+    except Exception as e:
+        raise InputError(f"onnxruntime failed to run the model: {e}") from None
+    return dict(zip(names, values))
