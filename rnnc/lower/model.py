@@ -51,6 +51,7 @@ class ModelLowering:
         self.inputs: dict[str, Tensor] = {}
         # state parts of runs exposed as extra inputs/outputs (stateful models, tbptt)
         self.expose_state = False
+        self.window = False
         self.state_io: list[tuple[str, str, int]] = []      # (input name, output name, size)
         self.extra_outputs: list[Tensor] = []
 
@@ -70,7 +71,10 @@ class ModelLowering:
         if name not in self.inputs:
             t = self.model.input_type(name)
             dtype = self.fdtype if t.dtype in FLOAT_DTYPES else t.dtype
-            self.inputs[name] = self.b.input(name, dtype, t.shape)
+            shape = t.shape
+            if self.window and len(shape) >= 2 and shape[1] in sequence_time_dims(self.model):
+                shape = (shape[0], "window") + tuple(shape[2:])   # truncated BPTT: any window length
+            self.inputs[name] = self.b.input(name, dtype, shape)
         return self.inputs[name]
 
     # ----- expressions -----
@@ -152,6 +156,23 @@ class ModelLowering:
         layout = state_layout(cell)
         for (path, _), (_, out_name, _) in zip(layout, self.state_io[-len(layout):]):
             self.extra_outputs.append(_rename_output(self.b, final[path], out_name))
+
+
+def sequence_time_dims(model: Model) -> set:
+    """The time dims of the sequences cells run over (inputs indexed by them are sliced
+    into windows by truncated BPTT)."""
+    dims, seen = set(), set()
+    stack = [e for _, e in model.outputs] + ([model.loss] if model.loss is not None else []) + \
+        [e for _, e in model.metrics]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen or not isinstance(e, Expr):
+            continue
+        seen.add(id(e))
+        if e.op == "run":
+            dims.add(e.args[0].type.shape[1])
+        stack.extend(a for a in e.args if isinstance(a, Expr))
+    return dims
 
 
 def lower_model(model: Model, outputs: list[tuple[str, Expr]], fdtype: str = "f32", seed: int = 0,

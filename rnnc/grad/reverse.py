@@ -1,0 +1,79 @@
+"""The reverse-mode driver: walks a node list backwards emitting gradient nodes.
+
+    grads = backprop(b, nodes, seeds={loss: 1}, wrt={"rnn.W", ...})
+
+Only values that depend on `wrt` and reach a seed get gradients. The driver sums the
+gradients of values used several times, undoes broadcasting (a bias [H] added to [B, H]
+gets its gradient summed over B), and asks each op's rule (rules.py) or, for Scan, the
+loop rule (scan.py). `intercept` names loop-invariant weights whose MatMul gradients
+are wanted as (left operand, output grad) pairs instead of being summed in place: the
+Scan rule uses this to form the weight gradient of all steps in one MatMul after the loop.
+"""
+from __future__ import annotations
+
+from ..builder import Builder, Tensor
+from ..graph import FLOAT_DTYPES, Node
+from .rules import NON_DIFFERENTIABLE, RULES
+
+
+def depends_on(nodes: list[Node], wrt: set[str]) -> set[str]:
+    dep = set(wrt)
+    for node in nodes:
+        reads = list(node.inputs) + (node.body.captures() if node.body is not None else [])
+        if any(r in dep for r in reads):
+            dep.update(node.outputs)
+    return dep
+
+
+def unbroadcast(b: Builder, g: Tensor, shape) -> Tensor:
+    """Sum g over the axes a value of `shape` was broadcast along."""
+    extra = g.rank - len(shape)
+    if extra > 0:
+        g = b.reduce_sum(g, list(range(extra)))
+    axes = [i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1]
+    if axes:
+        g = b.reduce_sum(g, axes, keepdims=True)
+    return g
+
+
+def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[str],
+             intercept: set[str] = frozenset(), pairs: dict | None = None) -> dict[str, Tensor]:
+    dep = depends_on(nodes, wrt)
+    grads: dict[str, Tensor] = dict(seeds)
+
+    def add(name: str, g: Tensor | None) -> None:
+        if g is None or name not in dep:
+            return
+        v = b.g.lookup(name)
+        if v.dtype not in FLOAT_DTYPES:
+            return
+        g = unbroadcast(b, g, v.shape)
+        grads[name] = b.add(grads[name], g) if name in grads else g
+
+    for node in reversed(nodes):
+        gouts = [grads.get(o) for o in node.outputs]
+        if all(g is None for g in gouts) or node.op in NON_DIFFERENTIABLE:
+            continue
+        reads = list(node.inputs) + (node.body.captures() if node.body is not None else [])
+        if not any(r in dep for r in reads):
+            continue
+        ins = [b.tensor(i) if i else None for i in node.inputs]
+        outs = [b.tensor(o) for o in node.outputs]
+        if node.op == "Scan":
+            from .scan import scan_grad
+            gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep)
+            for name, g in gcaps.items():
+                add(name, g)
+        elif node.op == "MatMul" and node.inputs[1] in intercept and pairs is not None:
+            gy = gouts[0]
+            pairs.setdefault(node.inputs[1], []).append((ins[0], gy))
+            gins = [RULES["MatMul"](b, node, ins, outs, gouts)[0] if node.inputs[0] in dep else None, None]
+        else:
+            if node.op not in RULES:
+                raise ValueError(f"no gradient rule for {node.op}")
+            gouts = [g if g is not None else b.zeros_like(o) for g, o in zip(gouts, outs)]
+            gins = RULES[node.op](b, node, ins, outs, gouts)
+        for name, g in zip(node.inputs, gins):
+            if name:
+                add(name, g)
+    return grads

@@ -1,0 +1,127 @@
+"""The gradient of a Scan is a second Scan running the other way.
+
+For a forward loop
+
+    for t in range(T):  S, y[t] = body(S, x[t])          # weights W read from outside
+
+the forward Scan is made to also emit the state entering each step (S_t). The backward
+Scan runs t = T-1 … 0 over (S_t, x[t], dy[t]); its body recomputes the step from S_t and
+x[t], then applies the step's gradient:
+
+    dS_t, dx[t] = grad(body)(S_t, x[t]; dS_{t+1}, dy[t])
+
+carrying dS. Weights used only as `a @ W` get their gradient after the loop as one MatMul
+over all steps, dW = Σ_t a_tᵀ·dz_t = A_allᵀ·dZ_all (the body emits a_t and dz_t per step);
+other loop-invariant values read by the body get theirs accumulated in the carry. Padded
+steps (masked with Where in the body) pass zero gradient.
+"""
+from __future__ import annotations
+
+from ..builder import Builder, Tensor
+from ..graph import FLOAT_DTYPES, Graph, Node, Value
+from ..lower.recurrence import inline
+from .reverse import backprop
+
+
+def _expose_step_states(b: Builder, node: Node, n_state: int, time) -> list[Tensor]:
+    """Make the forward Scan also output each step's incoming state, [B, T, size]."""
+    body = node.body
+    bb = Builder(body, b.fdtype, b._ids, b.root)
+    saved = []
+    for v in body.inputs[:n_state]:
+        ident = bb.identity(bb.tensor(v.name))
+        body.outputs.append(ident.v)
+        name = b.fresh(v.name.rsplit("_", 1)[0] + "_steps")
+        b.g.values[name] = Value(name, v.dtype, (v.shape[0], time) + tuple(v.shape[1:]))
+        node.outputs.append(name)
+        node.attrs["scan_output_axes"] = list(node.attrs["scan_output_axes"]) + [1]
+        saved.append(b.tensor(name))
+    return saved
+
+
+def _matmul_only(body_nodes: list[Node], name: str) -> bool:
+    uses = [(n, i) for n in body_nodes for i, x in enumerate(n.inputs) if x == name]
+    return bool(uses) and all(n.op == "MatMul" and i == 1 for n, i in uses)
+
+
+def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gouts: list, dep: set[str]):
+    m = node.attrs["num_scan_inputs"]
+    n = len(node.inputs) - m
+    body = node.body
+    xs = ins[n:]
+    time = xs[0].shape[1]
+    saved = _expose_step_states(b, node, n, time)
+
+    captures = [c for c in body.captures() if c in dep and b.g.lookup(c).dtype in FLOAT_DTYPES]
+    factored = [c for c in captures if b.g.lookup(c).rank == 2 and _matmul_only(body.nodes, c)]
+    accumulated = [c for c in captures if c not in factored]
+    want_x = [j for j in range(m) if node.inputs[n + j] in dep and xs[j].dtype in FLOAT_DTYPES]
+    dy_index = [k for k, g in enumerate(gouts[n:]) if g is not None]
+
+    # ----- the backward body -----
+    sub = b.subgraph()
+    d_state = [sub.input(sub.fresh("dS"), v.dtype, v.shape) for v in body.inputs[:n]]
+    acc = [sub.input(sub.fresh("acc"), b.g.lookup(c).dtype, b.g.lookup(c).shape) for c in accumulated]
+    s_t = [sub.input(sub.fresh("S_t"), v.dtype, v.shape) for v in body.inputs[:n]]
+    x_t = [sub.input(sub.fresh("x_t"), v.dtype, v.shape) for v in body.inputs[n:]]
+    dy_t = [sub.input(sub.fresh("dy_t"), body.outputs[n + k].dtype, body.outputs[n + k].shape) for k in dy_index]
+    start = len(sub.g.nodes)
+    step_body = Graph(inputs=body.inputs, outputs=body.outputs[: len(body.outputs) - n],
+                      nodes=body.nodes[: len(body.nodes) - n], values=body.values, parent=body.parent)
+    recomputed = inline(sub, step_body, s_t + x_t)       # the step, recomputed from S_t
+    step_nodes = sub.g.nodes[start:]
+    seeds: dict[str, Tensor] = {}
+    for i in range(n):
+        seeds[recomputed[i].name] = d_state[i]
+    for k, dy in zip(dy_index, dy_t):
+        name = recomputed[n + k].name
+        seeds[name] = sub.add(seeds[name], dy) if name in seeds else dy
+    wrt = {t.name for t in s_t} | {x_t[j].name for j in want_x} | set(captures)
+    pairs: dict[str, list] = {}
+    grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs)
+
+    outputs: list[Tensor] = []
+    for t in s_t:
+        outputs.append(grads.get(t.name) or sub.zeros_like(t))
+    for c, a in zip(accumulated, acc):
+        outputs.append(sub.add(a, grads[c]) if c in grads else sub.identity(a))
+    for j in want_x:
+        outputs.append(grads.get(x_t[j].name) or sub.zeros_like(x_t[j]))
+    pair_list = [(c, a, g) for c in factored for a, g in pairs.get(c, [])]
+    for _, a, g in pair_list:
+        outputs += [a, g]
+    seen: set[str] = {v.name for v in sub.g.inputs}
+    final = []
+    for t in outputs:          # body outputs must be distinct and not inputs
+        if t.name in seen:
+            t = sub.identity(t)
+        seen.add(t.name)
+        final.append(t)
+    sub.g.outputs = [t.v for t in final]
+
+    # ----- the backward Scan, in reverse, outputs written back in time order -----
+    init = [gouts[i] if gouts[i] is not None else b.zeros_like(outs[i]) for i in range(n)]
+    init += [b.zeros_like(b.tensor(c)) for c in accumulated]
+    scans = saved + xs + [gouts[n + k] for k in dy_index]
+    n_carry = n + len(accumulated)
+    out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final[:n_carry], init)]
+    for t in final[n_carry:]:
+        out_types.append((t.dtype, (t.shape[0], time) + tuple(t.shape[1:])))
+    k_out = len(final) - n_carry
+    attrs = {"num_scan_inputs": len(scans), "scan_input_axes": [1] * len(scans),
+             "scan_input_directions": [1] * len(scans), "scan_output_axes": [1] * k_out,
+             "scan_output_directions": [1] * k_out}
+    results = b.node("Scan", init + scans, out_types, attrs, sub.g)
+
+    d_init = results[:n]
+    d_acc = dict(zip(accumulated, results[n:n_carry]))
+    rest = results[n_carry:]
+    d_xs = dict(zip(want_x, rest[: len(want_x)]))
+    rest = rest[len(want_x):]
+    gcaps: dict[str, Tensor] = dict(d_acc)
+    for i, (c, _, _) in enumerate(pair_list):
+        a_all, g_all = rest[2 * i], rest[2 * i + 1]
+        dw = b.matmul(b.transpose(b.flatten_leading(a_all), [1, 0]), b.flatten_leading(g_all))
+        gcaps[c] = b.add(gcaps[c], dw) if c in gcaps else dw
+    gins = list(d_init) + [d_xs.get(j) for j in range(m)]
+    return gins, gcaps
