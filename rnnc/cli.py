@@ -108,6 +108,59 @@ def run(model, inputs, out):
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Training data: .npz (arrays named after the spec's inputs) or .csv.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Run folder (default: ./runs/<model name>/).")
+@click.option("--epochs", type=int, help="Override the train block's epochs.")
+@click.option("--steps", type=int, help="Override with a number of steps.")
+@click.option("--batch", type=int, help="Override the batch size.")
+@click.option("--lr", type=float, help="Override the learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, split and batch order.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any training option.")
+@click.option("--resume", is_flag=True, help="Continue the run in the folder from its last checkpoint.")
+@click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True)
+@click.option("--checkpoint-every", type=int, default=0, show_default=True,
+              help="Also checkpoint every N steps (always at the end of each epoch).")
+@click.option("--device", type=click.Choice(["cpu"]), default="cpu", show_default=True,
+              help="Device of the run (this release: cpu).")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+@guarded
+def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, unroll, checkpoint_every,
+          device, threads, quiet):
+    """Train SPEC on a data file; write the trained models, checkpoints and metrics to a folder."""
+    from . import api
+    from .train import Trainer, TrainError
+
+    if out is None:
+        out = str(Path("runs") / api.check(spec).name)
+    try:
+        trainer = Trainer(spec, data_path, out, seed=seed, resume=resume, unroll=unroll,
+                          checkpoint_every=checkpoint_every, threads=threads, progress=not quiet,
+                          epochs=epochs, steps=steps, batch=batch, lr=lr, sets=sets)
+        summary = trainer.train()
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k in ("loss",) or k.startswith("val_")
+                      or k in trainer.tm.metrics)
+    click.echo(f"trained {trainer.state.step} steps: {shown}")
+    click.echo(f"wrote {out}/model.onnx (and infer.onnx, eval.onnx, train.onnx, checkpoints/, metrics.jsonl)")
+
+
+@main.command(name="eval")
+@click.argument("model", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
+@guarded
+def eval_(model, data_path):
+    """Loss and metrics of MODEL (a run folder or an eval.onnx) on a data file."""
+    from .train import evaluate
+
+    for k, v in evaluate(model, data_path).items():
+        click.echo(f"{k}: {v:.6f}")
+
+
+@main.command()
 @click.argument("name")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -193,3 +193,35 @@ class Model:
 
     def input_type(self, name: str) -> TensorType:
         return dict(self.inputs)[name]
+
+
+def walk(model: Model):
+    """Every Expr the model's outputs, loss and metrics depend on, each once."""
+    stack = [e for _, e in model.outputs] + ([model.loss] if model.loss is not None else []) + \
+        [e for _, e in model.metrics]
+    seen: set[int] = set()
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, Expr) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack.extend(a for a in e.args if isinstance(a, Expr))
+
+
+def length_inputs(model: Model) -> set[str]:
+    """Inputs used as `lengths=` (of a cell run or a loss): truncated BPTT clips them per window."""
+    names = set()
+    for e in walk(model):
+        cand = []
+        if e.op == "run" and e.args[1] is not None:
+            cand.append(e.args[1])
+        if e.attrs.get("weighting") == "lengths":
+            cand.append(e.args[2])
+        names |= {c.attrs["name"] for c in cand if c.op == "input"}
+    return names
+
+
+def sequence_time_dims(model: Model) -> set:
+    """The time dims of the sequences cells run over: truncated BPTT slices inputs indexed by them."""
+    return {e.args[0].type.shape[1] for e in walk(model) if e.op == "run"}

@@ -100,7 +100,6 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
 
     _params_to_inputs(g, param_names)
     slot_values = {f"{n}.{k}": np.zeros_like(init_values[n]) for n in param_names for k in slot_kinds}
-    g.inputs += [g.values["lr"], g.values["step"]]
     g = prune(g)
     verify(g)
     extra = {"rnnc.kind": "train", "rnnc.optimizer": cfg.optimizer,

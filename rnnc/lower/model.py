@@ -14,7 +14,7 @@ from .. import losses
 from ..builder import Builder, Tensor
 from ..cells import ParamSpec
 from ..graph import FLOAT_DTYPES, Graph, Node, Value
-from ..ir import Expr, Model, state_layout
+from ..ir import Expr, Model, sequence_time_dims, state_layout
 from ..params import initial_value
 from .cells import CellRunner, initial_dict
 from .recurrence import length_mask
@@ -41,6 +41,9 @@ class Lowered:
 class ModelLowering:
     def __init__(self, model: Model, fdtype: str = "f32", seed: int = 0, unroll: str = "auto",
                  weights: dict[str, np.ndarray] | None = None):
+        if model.unsupported:   # every entry point that lowers refuses what it cannot compile yet
+            from ..api import refuse_unsupported
+            refuse_unsupported(model)
         self.model, self.fdtype, self.seed, self.unroll = model, fdtype, seed, unroll
         self.weights = weights or {}
         self.g = Graph()
@@ -156,23 +159,6 @@ class ModelLowering:
         layout = state_layout(cell)
         for (path, _), (_, out_name, _) in zip(layout, self.state_io[-len(layout):]):
             self.extra_outputs.append(_rename_output(self.b, final[path], out_name))
-
-
-def sequence_time_dims(model: Model) -> set:
-    """The time dims of the sequences cells run over (inputs indexed by them are sliced
-    into windows by truncated BPTT)."""
-    dims, seen = set(), set()
-    stack = [e for _, e in model.outputs] + ([model.loss] if model.loss is not None else []) + \
-        [e for _, e in model.metrics]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen or not isinstance(e, Expr):
-            continue
-        seen.add(id(e))
-        if e.op == "run":
-            dims.add(e.args[0].type.shape[1])
-        stack.extend(a for a in e.args if isinstance(a, Expr))
-    return dims
 
 
 def lower_model(model: Model, outputs: list[tuple[str, Expr]], fdtype: str = "f32", seed: int = 0,
