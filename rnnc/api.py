@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import __version__
 from .errors import Diagnostic, SpecError
 from .export import to_model
 from .graph import verify
+from .metadata import metadata
 from .ir import Model
 from .lower.model import lower_model
 from .parser import parse
@@ -54,18 +52,6 @@ def refuse_unsupported(model: Model) -> None:
         raise SpecError([Diagnostic(f"{what} is not supported by this version of rnnc yet", span,
                                     "`rnnc check` accepts it; compiling it comes in a later release")
                          for what, span in model.unsupported], model.source)
-
-
-def metadata(model: Model, extra: dict | None = None) -> dict[str, str]:
-    meta = {
-        "rnnc.version": __version__,
-        "rnnc.model": model.name,
-        "rnnc.spec": model.source,
-        "rnnc.spec_sha256": hashlib.sha256(model.source.encode()).hexdigest(),
-    }
-    for k, v in (extra or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v)
-    return meta
 
 
 @dataclass
@@ -117,7 +103,8 @@ class CompileResult:
 
 def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unroll: str = "auto",
             seed: int = 0, stateful: bool = False) -> CompileResult:
-    """Compile a spec into a folder: infer.onnx (and infer_stateful.onnx with stateful)."""
+    """Compile a spec into a folder: infer.onnx; eval.onnx and train.onnx when the spec has a
+    loss; infer_stateful.onnx with `stateful`. Nothing is written unless everything compiled."""
     if unroll not in UNROLLS:
         raise ValueError(f"unroll must be one of {', '.join(UNROLLS)}")
     model = check(spec, unroll=unroll)
@@ -125,6 +112,11 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
     out_dir = Path(out) if out is not None else Path(model.name)
     infer = build_infer(model, unroll, seed=seed)
     files = [(out_dir / "infer.onnx", infer.onnx)]
+    if model.loss is not None:
+        from .training_graph import build_eval, build_train
+
+        files.append((out_dir / "eval.onnx", build_eval(model, unroll, seed=seed)))
+        files.append((out_dir / "train.onnx", build_train(model, unroll, seed=seed).onnx))
     if stateful:
         files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
     for path, proto in files:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .api import metadata
+from .metadata import metadata
 from .export import to_model
 from .graph import verify
 from .grad.reverse import backprop

@@ -1,0 +1,448 @@
+"""Gradient checks of rnnc's own reverse-mode differentiation (``build_grad``).
+
+Every case is a tiny spec with a loss. Its gradient model (float64) is run with
+onnxruntime with *random* parameters fed as inputs (so zero/one-initialised biases cannot
+hide a wrong term), and every ``grad.<name>`` output is compared with central finite
+differences of onnxruntime's own forward pass (the ``loss`` output of the same model,
+one element perturbed at a time):
+
+    max|analytic − fd| / max(1e-6, max|fd|) ≤ 1e-5      for each parameter / input
+
+for both lowerings (``static`` and ``loop``), and the two lowerings' gradients must agree to
+1e-9. Gradients are also taken w.r.t. the data input ``x`` and the declared initial states,
+and the gradient w.r.t. ``x`` at padded time steps (t ≥ lengths[b]) must be exactly 0.
+
+``CASES`` is shared with tests/test_rule_coverage.py (which checks that these cases
+exercise every gradient rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from rnnc.api import check
+from rnnc.training_graph import build_grad
+
+T = 4            # time steps
+I = 3            # input features
+B = 3            # batch
+LENGTHS = np.array([0, T, 2], dtype=np.int64)     # an empty, a full and a partial sequence
+FD_EPS = 1e-6
+FD_TOL = 1e-5
+LOWERING_TOL = 1e-9
+UNROLLS = ("static", "loop")
+
+MGU = """
+cell mgu(units) {                       # minimal gated unit (LANGUAGE.md section 4)
+  state h[units]
+  param Wf[input, units], Uf[units, units], Wh[input, units], Uh[units, units]
+  param bf[units] = ones, bh[units] = zeros
+  f = sigmoid(x @ Wf + h @ Uf + bf)
+  g = tanh(x @ Wh + (f * h) @ Uh + bh)
+  h' = (1 - f) * h + f * g
+  output h'
+}
+"""
+
+# every operator a user cell may use: split, concat, softmax, exp, log, clip, min, max,
+# relu, / and unary minus
+ODD = """
+cell odd(units) {
+  state h[units]
+  param W[input, 2 * units], U[units, 2 * units], V[2 * units, units]
+  param b[2 * units], c[units] = ones
+  a, g = split(x @ W + h @ U + b, 2)
+  s = softmax(a)
+  e = log(1 + exp(g))
+  q = clip(e, 0.2, 0.9) / (1 + s)
+  z = concat(s * h, q - min(h, 0.3) * 0.5)
+  h' = tanh(z @ V + c) - max(h - 0.1, relu(g)) * 0.25
+  output h'
+}
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    spec: str
+    data: Callable            # rng -> {input name: array} (every data input of the grad model)
+    wrt: tuple[str, ...] = ("x",)
+    lengths: bool = False     # the cell run has lengths=n (LENGTHS)
+    notes: str = ""
+    tags: tuple = field(default=())
+
+
+def _header(*inputs: str, x_dim: int = I) -> str:
+    lines = ["model g", f"input x: f32[batch, {T}, {x_dim}]"]
+    lines += [f"input {s}" for s in inputs]
+    return "\n".join(lines) + "\n"
+
+
+def _x(rng, scale=1.0, dim=I):
+    return rng.normal(scale=scale, size=(B, T, dim))
+
+
+def _labels(rng, k=3, per_step=False):
+    return rng.integers(0, k, size=(B, T) if per_step else (B,)).astype(np.int64)
+
+
+def _d(**kw):
+    """data(rng) from a dict of rng -> array functions."""
+    def data(rng):
+        return {k: f(rng) for k, f in kw.items()}
+    return data
+
+
+def _n(rng):
+    return LENGTHS.copy()
+
+
+def _final_xent(cell: str, run_args: str = "", extra_inputs=(), defs: str = "") -> str:
+    """dense on the final state + softmax_cross_entropy with class labels [batch]."""
+    return (defs + _header("y: i64[batch]", *extra_inputs) +
+            f"cell rnn = {cell}\n"
+            f"seq, last = rnn(x{run_args})\n"
+            "logits = dense(last, 3)\n"
+            "loss = softmax_cross_entropy(logits, y)\n"
+            "output probs = softmax(logits)\n")
+
+
+def _seq_mse(cell: str, run_args: str = "", loss_args: str = "", extra_inputs=(), defs: str = "",
+             out: int = 2) -> str:
+    """dense on every step's output + mse against a [batch, time, out] target."""
+    return (defs + _header(f"y: f32[batch, {T}, {out}]", *extra_inputs) +
+            f"cell rnn = {cell}\n"
+            f"seq, last = rnn(x{run_args})\n"
+            f"pred = dense(seq, {out})\n"
+            f"loss = mse(pred, y{loss_args})\n"
+            "output pred\n")
+
+
+def _seq_xent(cell: str, run_args: str = "", loss_args: str = "", extra_inputs=(), defs: str = "") -> str:
+    """per-step softmax_cross_entropy on [batch, time, classes] logits."""
+    return (defs + _header(f"y: i64[batch, {T}]", *extra_inputs) +
+            f"cell rnn = {cell}\n"
+            f"seq, last = rnn(x{run_args})\n"
+            "logits = dense(seq, 3)\n"
+            f"loss = softmax_cross_entropy(logits, y{loss_args})\n"
+            "output probs = softmax(logits)\n")
+
+
+N_IN = ("n: i64[batch]",)
+LEN = ", lengths=n"
+XENT_DATA = _d(x=_x, y=_labels)
+XENT_LEN_DATA = _d(x=_x, y=_labels, n=_n)
+MSE_DATA = _d(x=_x, y=lambda r: r.normal(size=(B, T, 2)))
+MSE_LEN_DATA = _d(x=_x, y=lambda r: r.normal(size=(B, T, 2)), n=_n)
+SEQX_LEN_DATA = _d(x=_x, y=lambda r: _labels(r, per_step=True), n=_n)
+
+CASES: list[Case] = [
+    # ---- basic ----
+    Case("basic_tanh", _final_xent("basic(3)"), XENT_DATA),
+    Case("basic_tanh_lengths", _final_xent("basic(3)", LEN, N_IN), XENT_LEN_DATA, lengths=True),
+    Case("basic_relu", _seq_mse("basic(4, activation=relu)"), MSE_DATA,
+         notes="relu kinks: every pre-activation is checked to be ≥ 1e-3 away from 0"),
+    Case("basic_relu_lengths", _seq_mse("basic(4, activation=relu)", LEN, LEN, N_IN), MSE_LEN_DATA,
+         lengths=True),
+    # ---- lstm ----
+    Case("lstm", _final_xent("lstm(3)"), XENT_DATA),
+    Case("lstm_lengths", _final_xent("lstm(3)", LEN, N_IN), XENT_LEN_DATA, lengths=True),
+    Case("lstm_fb_peep", _seq_mse("lstm(3, forget_bias=0.5, peepholes=true)", LEN, LEN, N_IN),
+         MSE_LEN_DATA, lengths=True),
+    Case("lstm_proj", _final_xent("lstm(3, proj=2)", LEN, N_IN), XENT_LEN_DATA, lengths=True),
+    Case("lstm_clip", _seq_mse("lstm(3, clip=0.5)"), _d(x=lambda r: _x(r, 2.0),
+                                                          y=lambda r: r.normal(size=(B, T, 2))),
+         notes="x scaled up so that the cell clip is active"),
+    # ---- gru ----
+    Case("gru", _final_xent("gru(3)"), XENT_DATA),
+    Case("gru_lengths", _seq_xent("gru(3)", LEN, LEN, N_IN), SEQX_LEN_DATA, lengths=True),
+    # ---- user-defined cells ----
+    Case("mgu", _final_xent("mgu(3)", defs=MGU), XENT_DATA),
+    Case("mgu_lengths", _final_xent("mgu(3)", LEN, N_IN, defs=MGU), XENT_LEN_DATA, lengths=True),
+    Case("odd", _seq_mse("odd(3)", defs=ODD), MSE_DATA,
+         notes="relu/min/max/clip kinks are checked to be ≥ 1e-3 away"),
+    Case("odd_lengths", _final_xent("odd(3)", LEN, N_IN, defs=ODD), XENT_LEN_DATA, lengths=True),
+    # ---- stacks and wrappers ----
+    Case("stack", _final_xent("stack(lstm(3), gru(2))"), XENT_DATA),
+    Case("stack_lengths", _seq_mse("stack(gru(3), lstm(2))", LEN, LEN, N_IN), MSE_LEN_DATA,
+         lengths=True),
+    Case("project", _seq_mse("lstm(3) | project(2)", LEN, LEN, N_IN), MSE_LEN_DATA, lengths=True),
+    Case("project_nolen", _seq_mse("gru(3) | project(2)"), MSE_DATA),
+    Case("residual", _seq_mse("gru(3) | residual", LEN, LEN, N_IN), MSE_LEN_DATA, lengths=True),
+    Case("residual_nolen", _final_xent("basic(3) | residual"), XENT_DATA),
+    Case("bi", _final_xent("bi(lstm(2))"), XENT_DATA),
+    Case("bi_lengths", _seq_xent("bi(gru(2))", LEN, LEN, N_IN), SEQX_LEN_DATA, lengths=True),
+    # ---- losses ----
+    Case("mse_weights_batch", _seq_mse("gru(3)", loss_args=", weights=w", extra_inputs=("w: f32[batch]",)),
+         _d(x=_x, y=lambda r: r.normal(size=(B, T, 2)), w=lambda r: np.array([0.5, 2.0, 0.0]))),
+    Case("mse_weights_bt", _seq_mse("lstm(2)", LEN, ", weights=w", ("w: f32[batch, 4]",) + N_IN),
+         _d(x=_x, y=lambda r: r.normal(size=(B, T, 2)), n=_n, w=lambda r: r.uniform(0.1, 2.0, size=(B, T))),
+         lengths=True),
+    Case("seq_xent_weights", _seq_xent("basic(3)", loss_args=", weights=w", extra_inputs=("w: f32[batch]",)),
+         _d(x=_x, y=lambda r: _labels(r, per_step=True), w=lambda r: np.array([1.0, 0.25, 3.0]))),
+    # ---- initial states from declared inputs (gradients w.r.t. them too) ----
+    Case("basic_initial", _final_xent("basic(3)", ", initial=h0" + LEN, ("h0: f32[batch, 3]",) + N_IN),
+         _d(x=_x, y=_labels, n=_n, h0=lambda r: r.normal(size=(B, 3))), wrt=("x", "h0"), lengths=True),
+    Case("lstm_initial", _seq_mse("lstm(3)", ", initial=(c0, h0)" + LEN, LEN,
+                                  ("c0: f32[batch, 3]", "h0: f32[batch, 3]") + N_IN),
+         _d(x=_x, y=lambda r: r.normal(size=(B, T, 2)), n=_n, c0=lambda r: r.normal(size=(B, 3)),
+            h0=lambda r: r.normal(size=(B, 3))), wrt=("x", "c0", "h0"), lengths=True),
+    Case("lstm_initial_final", _final_xent("lstm(3)", ", initial=(c0, h0)",
+                                           ("c0: f32[batch, 3]", "h0: f32[batch, 3]")),
+         _d(x=_x, y=_labels, c0=lambda r: r.normal(size=(B, 3)), h0=lambda r: r.normal(size=(B, 3))),
+         wrt=("x", "c0", "h0")),
+    Case("stack_initial", _final_xent("stack(lstm(3), gru(2))", ", initial=[(c0, h0), h1]" + LEN,
+                                      ("c0: f32[batch, 3]", "h0: f32[batch, 3]", "h1: f32[batch, 2]") + N_IN),
+         _d(x=_x, y=_labels, n=_n, c0=lambda r: r.normal(size=(B, 3)), h0=lambda r: r.normal(size=(B, 3)),
+            h1=lambda r: r.normal(size=(B, 2))), wrt=("x", "c0", "h0", "h1"), lengths=True),
+]
+CASE_BY_NAME = {c.name: c for c in CASES}
+
+
+# --------------------------------------------------------------------------------------
+# running a gradient model
+# --------------------------------------------------------------------------------------
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def session(proto: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def loss_only(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with only its `loss` output (onnxruntime drops the backward nodes)."""
+    fwd = onnx.ModelProto()
+    fwd.CopyFrom(proto)
+    keep = [o for o in fwd.graph.output if o.name == "loss"]
+    del fwd.graph.output[:]
+    fwd.graph.output.extend(keep)
+    return fwd
+
+
+@functools.lru_cache(maxsize=None)
+def model_of(spec: str):
+    return check("t.rnn", text=spec)
+
+
+@functools.lru_cache(maxsize=None)
+def grad_proto(name: str, unroll: str) -> onnx.ModelProto:
+    case = CASE_BY_NAME[name]
+    return build_grad(model_of(case.spec), unroll=unroll, fdtype="f64", wrt_inputs=case.wrt)
+
+
+@functools.lru_cache(maxsize=None)
+def feeds_of(name: str) -> dict[str, np.ndarray]:
+    """Data inputs and random parameters, the same for both lowerings."""
+    case = CASE_BY_NAME[name]
+    rng = np.random.default_rng(_seed(name, "data"))
+    data = case.data(rng)
+    proto = grad_proto(name, "static")
+    feeds = {}
+    prng = np.random.default_rng(_seed(name, "params"))
+    for inp in proto.graph.input:
+        dims = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
+        if inp.name in data:
+            feeds[inp.name] = data[inp.name]
+        else:
+            assert all(d > 0 for d in dims), inp
+            feeds[inp.name] = prng.normal(scale=0.5, size=dims)
+    for k, v in feeds.items():
+        feeds[k] = np.asarray(v, dtype=np.int64 if v.dtype.kind in "iu" else np.float64)
+    return feeds
+
+
+def param_names(name: str) -> list[str]:
+    proto = grad_proto(name, "static")
+    return [o.name[len("grad."):] for o in proto.graph.output if o.name.startswith("grad.")]
+
+
+@functools.lru_cache(maxsize=None)
+def analytic(name: str, unroll: str) -> dict[str, np.ndarray]:
+    proto = grad_proto(name, unroll)
+    sess = session(proto)
+    feeds = feeds_of(name)
+    in_names = {i.name for i in sess.get_inputs()}
+    outs = sess.run(None, {k: v for k, v in feeds.items() if k in in_names})
+    return dict(zip([o.name for o in sess.get_outputs()], outs))
+
+
+@functools.lru_cache(maxsize=None)
+def finite_differences(name: str, unroll: str) -> dict[str, np.ndarray]:
+    """Central differences of onnxruntime's forward (the same model's `loss` output)."""
+    sess = session(loss_only(grad_proto(name, unroll)))
+    in_names = {i.name for i in sess.get_inputs()}
+    base = {k: v.copy() for k, v in feeds_of(name).items() if k in in_names}
+
+    def loss(feeds):
+        return float(sess.run(["loss"], feeds)[0])
+
+    out = {}
+    for p in param_names(name):
+        if p not in base:       # a wrt input the loss does not read
+            out[p] = np.zeros_like(feeds_of(name)[p])
+            continue
+        arr = base[p]
+        g = np.zeros_like(arr)
+        flat, gflat = arr.reshape(-1), g.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + FD_EPS
+            fp = loss(base)
+            flat[i] = old - FD_EPS
+            fm = loss(base)
+            flat[i] = old
+            gflat[i] = (fp - fm) / (2 * FD_EPS)
+        out[p] = g
+    return out
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if got.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got - want)) / max(1e-6, float(np.max(np.abs(want)))))
+
+
+# --------------------------------------------------------------------------------------
+# the tests
+# --------------------------------------------------------------------------------------
+
+NAMES = [c.name for c in CASES]
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_matches_finite_differences(name, unroll):
+    case = CASE_BY_NAME[name]
+    got = analytic(name, unroll)
+    fd = finite_differences(name, unroll)
+    assert np.isfinite(got["loss"]) and got["loss"].shape == ()
+    names = param_names(name)
+    for w in case.wrt:
+        assert w in names, f"grad.{w} missing"
+    errors = {p: rel_err(got[f"grad.{p}"], fd[p]) for p in names}
+    bad = {p: e for p, e in errors.items() if not e <= FD_TOL}
+    assert not bad, f"{name}/{unroll}: analytic vs finite differences, relative errors {bad}"
+    # every parameter takes part (random params: no gradient is identically zero)
+    for p in names:
+        if p not in case.wrt:
+            assert np.max(np.abs(fd[p])) > 1e-8, f"{p}: the loss does not depend on it?"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loop_equals_static(name):
+    s, l = analytic(name, "static"), analytic(name, "loop")
+    assert set(s) == set(l)
+    for k in s:
+        np.testing.assert_allclose(l[k], s[k], rtol=0, atol=LOWERING_TOL * max(1.0, np.max(np.abs(s[k]))),
+                                   err_msg=f"{name}: {k} loop vs static")
+
+
+LENGTH_CASES = [c.name for c in CASES if c.lengths]
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+@pytest.mark.parametrize("name", LENGTH_CASES)
+def test_padded_steps_get_zero_gradient(name, unroll):
+    gx = analytic(name, unroll)["grad.x"]
+    n = feeds_of(name)["n"]
+    for b in range(B):
+        assert np.all(gx[b, n[b]:] == 0.0), f"{name}/{unroll}: grad.x[{b}, {n[b]}:] = {gx[b, n[b]:]}"
+        if n[b] > 0:
+            assert np.any(gx[b, :n[b]] != 0.0)
+
+
+def test_zero_length_sequence_passes_initial_state_gradient_straight_through():
+    """A sequence of length 0 has final state = initial state: d loss / d h0[b] is the
+    gradient of the loss w.r.t. the final state; for the full and partial ones it flows
+    through the steps. Either way x of the empty sequence gets nothing."""
+    got = analytic("basic_initial", "loop")
+    assert np.all(got["grad.x"][0] == 0.0)
+    assert np.any(got["grad.h0"][0] != 0.0)
+
+
+def test_case_preconditions_no_kinks_and_clip_active():
+    """The FD checks of the piecewise cases are meaningful: the relu pre-activations stay
+    away from 0, and the LSTM clip really clips."""
+    from tests.reference import basic_cell, run  # noqa: PLC0415
+
+    for name in ("basic_relu", "basic_relu_lengths"):
+        f = feeds_of(name)
+        n = f.get("n")
+        h = np.zeros((B, 4))
+        for t in range(T):
+            pre = f["x"][:, t] @ f["rnn.W"] + h @ f["rnn.U"] + f["rnn.b"]
+            live = np.ones(B, bool) if n is None else (t < n)
+            assert np.min(np.abs(pre[live])) > 1e-3, (name, t)
+            h = np.where(live[:, None], np.maximum(pre, 0), h)
+        # the reference agrees with our replay
+        seq, _ = run(basic_cell(f["rnn.W"], f["rnn.U"], f["rnn.b"], "relu"), f["x"], np.zeros((B, 4)), n)
+        assert np.any(seq > 0)
+
+    # clip active: the same data and weights give another loss without the clip
+    f = feeds_of("lstm_clip")
+    noclip = check("t.rnn", text=CASE_BY_NAME["lstm_clip"].spec.replace("lstm(3, clip=0.5)", "lstm(3)"))
+    sess = session(build_grad(noclip, unroll="static", fdtype="f64"))
+    names = {i.name for i in sess.get_inputs()}
+    other = sess.run(["loss"], {k: v for k, v in f.items() if k in names})[0]
+    assert abs(float(other) - float(analytic("lstm_clip", "static")["loss"])) > 1e-6
+
+
+def _odd_kinks(name: str) -> dict[str, np.ndarray]:
+    """Replay the `odd` cell in numpy; the signed distance of every piecewise op's
+    argument from its kink, over the live steps."""
+    from tests.reference import softmax  # noqa: PLC0415
+
+    f = feeds_of(name)
+    n = f.get("n")
+    h = np.zeros((B, 3))
+    out: dict[str, list] = {"relu g": [], "clip lo": [], "clip hi": [], "min": [], "max": []}
+    for t in range(T):
+        live = np.ones(B, bool) if n is None else (t < n)
+        pre = f["x"][:, t] @ f["rnn.W"] + h @ f["rnn.U"] + f["rnn.b"]
+        a, g = pre[:, :3], pre[:, 3:]
+        s = softmax(a)
+        e = np.log1p(np.exp(g))
+        q = np.clip(e, 0.2, 0.9) / (1 + s)
+        z = np.concatenate([s * h, q - np.minimum(h, 0.3) * 0.5], -1)
+        h2 = np.tanh(z @ f["rnn.V"] + f["rnn.c"]) - np.maximum(h - 0.1, np.maximum(g, 0)) * 0.25
+        for k, v in (("relu g", g), ("clip lo", e - 0.2), ("clip hi", e - 0.9), ("min", h - 0.3),
+                     ("max", h - 0.1 - np.maximum(g, 0))):
+            out[k].append(v[live].ravel())
+        h = np.where(live[:, None], h2, h)
+    return {k: np.concatenate(v) for k, v in out.items()}, h
+
+
+def test_odd_cell_stays_off_its_kinks_and_takes_every_branch():
+    both = {}
+    for name in ("odd", "odd_lengths"):
+        for k, v in _odd_kinks(name)[0].items():
+            assert np.min(np.abs(v)) > 1e-3, (name, k)
+            both.setdefault(k, []).append(v)
+    for k, vs in both.items():      # each side of every kink is exercised by some case
+        v = np.concatenate(vs)
+        assert np.any(v > 0) and np.any(v < 0), k
+    # the replay is the model: its final state gives the model's loss
+    from tests.reference import dense, softmax_cross_entropy  # noqa: PLC0415
+
+    f = feeds_of("odd_lengths")
+    last = _odd_kinks("odd_lengths")[1]
+    want = softmax_cross_entropy(dense(last, f["logits.W"], f["logits.b"]), f["y"])
+    for unroll in UNROLLS:
+        np.testing.assert_allclose(analytic("odd_lengths", unroll)["loss"], want, rtol=1e-12)
