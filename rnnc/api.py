@@ -19,6 +19,7 @@ from .export import to_model
 from .graph import verify
 from .metadata import metadata
 from .ir import Model
+from .lower.guard import guard_empty_scans
 from .lower.model import lower_model
 from .parser import parse
 from .prune import prune
@@ -70,6 +71,7 @@ def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     lw = lower_model(model, list(model.outputs), fdtype, seed, unroll, weights, stateful)
     g = prune(lw.g)
     verify(g)
+    g = guard_empty_scans(g)
     extra = {"rnnc.kind": "infer_stateful" if stateful else "infer",
              "rnnc.lowering": [list(s) for s in lw.strategies]}
     if stateful:

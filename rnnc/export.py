@@ -21,16 +21,18 @@ def value_info(v: Value, name: str | None = None) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name or v.name, ONNX_DTYPES[v.dtype], dims)
 
 
-def _attr_value(key: str, value):
+def _attr_value(key: str, value, owner: str):
     if key == "to":
         return ONNX_DTYPES[value]
+    if isinstance(value, Graph):
+        return to_graph_proto(value, f"{owner}_{key}", with_initializers=False)
     return value
 
 
 def to_graph_proto(graph: Graph, name: str, with_initializers: bool = True) -> onnx.GraphProto:
     nodes = []
     for n in graph.nodes:
-        attrs = {k: _attr_value(k, v) for k, v in n.attrs.items()}
+        attrs = {k: _attr_value(k, v, n.outputs[0]) for k, v in n.attrs.items()}
         if n.body is not None:
             attrs["body"] = to_graph_proto(n.body, f"{n.outputs[0]}_body", with_initializers=False)
         nodes.append(helper.make_node(n.op, n.inputs, n.outputs, name=n.outputs[0], **attrs))
