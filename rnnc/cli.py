@@ -6,6 +6,7 @@ files or checkpoints.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def guarded(fn):
             _fail(f"error: {e}", EXIT_DATA_ERROR)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except (click.ClickException, click.exceptions.Exit, SystemExit):
+            raise
+        except Exception as e:   # a bug in rnnc, not in the user's input
+            if os.environ.get("RNNC_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e}\n(this is a bug in rnnc; rerun with RNNC_DEBUG=1 "
+                  "for the traceback and report it)", 1)
     return wrapper
 
 

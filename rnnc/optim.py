@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .builder import Builder, Tensor
 from .ir import TrainConfig
+from .resolve_train import OPTIMIZERS
 
 
 def slot_names(optimizer: str, args: dict) -> tuple[str, ...]:
@@ -35,7 +36,7 @@ def global_norm(b: Builder, grads: list[Tensor]) -> Tensor:
 def apply_updates(b: Builder, cfg: TrainConfig, params: dict[str, Tensor], grads: dict[str, Tensor],
                   slots: dict[str, dict[str, Tensor]], lr: Tensor, step: Tensor):
     """New values of every parameter and slot, and the global gradient norm (before clipping)."""
-    args = dict(cfg.optimizer_args)
+    args = {**OPTIMIZERS[cfg.optimizer], **dict(cfg.optimizer_args)}
     names = list(params)
     gs = [grads[n] if n in grads else b.zeros_like(params[n]) for n in names]
     norm = global_norm(b, gs)

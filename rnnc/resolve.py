@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from . import syntax as S
 from .errors import ErrorCollector, Span, did_you_mean
-from .ir import Expr, Leaf, Model, Run, StateType, Stack, Bi, TensorType, TrainConfig, state_layout, top_h_paths
+from .ir import Bi, Expr, Leaf, Model, Run, Stack, StateType, TensorType, state_layout, top_h_paths
 from .resolve_cells import CellResolver, _literal
-from .resolve_train import resolve_train
+from .resolve_train import default_train, resolve_train
 
 DTYPES = {"f32", "f64", "i64", "i32", "bool"}
 FLOATS = {"f32", "f64"}
@@ -57,7 +57,7 @@ class Resolver:
         for extra in models[1:]:
             self.error("a spec declares one model", extra.span)
         outputs: list[tuple[str, Expr]] = []
-        loss, metrics, train = None, [], TrainConfig()
+        loss, metrics, train = None, [], default_train()
         seen_defs: set[str] = set()
         for s in self.m.statements:
             if isinstance(s, S.InputDecl):

@@ -67,6 +67,11 @@ def _call_options(kind: str, table: dict, value, errors: ErrorCollector):
     return name, tuple(opts.items())
 
 
+def default_train() -> TrainConfig:
+    """Without a train block: adam(lr=0.001), batch 32, epochs 10 (LANGUAGE.md §6)."""
+    return TrainConfig(optimizer="adam", optimizer_args=tuple(OPTIMIZERS["adam"].items()))
+
+
 def resolve_train(block: S.TrainBlock, errors: ErrorCollector) -> TrainConfig:
     cfg: dict = {}
     seen: set[str] = set()
@@ -103,5 +108,6 @@ def resolve_train(block: S.TrainBlock, errors: ErrorCollector) -> TrainConfig:
     if "steps" in cfg:
         cfg.setdefault("epochs", None)
     if "optimizer" not in cfg:
-        cfg["optimizer"], cfg["optimizer_args"] = "adam", tuple(OPTIMIZERS["adam"].items())
+        default = default_train()
+        cfg["optimizer"], cfg["optimizer_args"] = default.optimizer, default.optimizer_args
     return TrainConfig(**cfg)

@@ -12,7 +12,6 @@ without rnnc (ARCHITECTURE.md, "export" and "Invariants").
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil

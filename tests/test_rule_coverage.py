@@ -30,6 +30,8 @@ Which case exercises which rule (as recorded; both lowerings):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import os
 
@@ -67,6 +69,7 @@ NOT_IN_FORWARD = {
     "Pad": "emitted only by gradient rules (Slice, Gather); second order only",
     "Expand": "forward Expands build zero states / full lengths from constants: no gradient flows",
     "Cast": "forward Casts are of integers and booleans (masks, labels): no float gradient",
+    "Squeeze": "forward Squeezes are of integer shapes (the time count of a mask's Range)",
 }
 ROW_GATHER_NOTE = "Gather of rows (embeddings) is used by seq2seq only: checked on a hand-made graph"
 
@@ -93,15 +96,19 @@ def _spec_files() -> list[str]:
     return sorted(glob.glob(os.path.join(SPEC_DIR, "*.rnn")))
 
 
-def _all_models():
-    """(label, Model) for every spec with a loss we know of."""
-    out = [(f"case:{c.name}", TG.model_of(c.spec)) for c in TG.CASES]
-    out += [(f"optim:{k}", check("o.rnn", text=s)) for k, s in TO.SPECS.items()]
-    for path in _spec_files():
-        m = check(path)
-        if m.loss is not None and not getattr(m, "unsupported", None):
-            out.append((f"spec:{os.path.basename(path)}", m))
-    return out
+def _labels() -> list[str]:
+    out = [f"case:{c.name}" for c in TG.CASES] + [f"optim:{k}" for k in TO.SPECS]
+    return out + [f"spec:{os.path.basename(p)}" for p in _spec_files()]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(label: str):
+    kind, name = label.split(":", 1)
+    if kind == "case":
+        return TG.model_of(TG.CASE_BY_NAME[name].spec)
+    if kind == "optim":
+        return check("o.rnn", text=TO.SPECS[name])
+    return check(os.path.join(SPEC_DIR, name))
 
 
 def _fixed_time(model) -> bool:
@@ -113,17 +120,30 @@ def _unrolls(model) -> list[str]:
     return ["static", "loop"] if _fixed_time(model) else ["loop"]
 
 
-@pytest.fixture(scope="module")
-def op_sets():
-    forward, derived = {}, {}
-    for label, m in _all_models():
-        fw, dv = set(), set()
-        for u in _unrolls(m):
-            fw |= ops_of(build_eval(m, unroll=u, fdtype="f64").graph)
-            dv |= ops_of(build_grad(m, unroll=u, fdtype="f64").graph)
-            dv |= ops_of(build_train(m, unroll=u, fdtype="f64").onnx.graph)
-        forward[label], derived[label] = fw, dv
-    return forward, derived
+def _trainable(model):
+    """Work around the missing adam defaults of a spec without a `train` block (build_train
+    raises KeyError 'beta1'; see test_optimizers.test_default_optimizer_without_train_block):
+    give it adam's full defaults so its train graph can still be inspected here."""
+    from rnnc.resolve_train import OPTIMIZERS  # noqa: PLC0415
+
+    cfg = model.train
+    full = dict(OPTIMIZERS[cfg.optimizer])
+    full.update(dict(cfg.optimizer_args))
+    return dataclasses.replace(model, train=dataclasses.replace(cfg, optimizer_args=tuple(full.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def op_sets(label: str) -> tuple[frozenset, frozenset]:
+    """(ops of the forward graphs, ops of the grad and train models), both lowerings."""
+    m = _model(label)
+    if m.loss is None or m.unsupported:
+        pytest.skip("no loss" if m.loss is None else "uses constructs this release does not compile")
+    fw, dv = set(), set()
+    for u in _unrolls(m):
+        fw |= ops_of(build_eval(m, unroll=u, fdtype="f64").graph)
+        dv |= ops_of(build_grad(m, unroll=u, fdtype="f64").graph)
+        dv |= ops_of(build_train(_trainable(m), unroll=u, fdtype="f64").onnx.graph)
+    return frozenset(fw), frozenset(dv)
 
 
 # --------------------------------------------------------------------------------------
@@ -131,19 +151,27 @@ def op_sets():
 # --------------------------------------------------------------------------------------
 
 
-def test_forward_ops_have_rules(op_sets):
-    forward, _ = op_sets
+@pytest.mark.parametrize("label", _labels())
+def test_forward_ops_have_rules(label):
+    forward, derived = op_sets(label)
     known = set(RULES) | set(NON_DIFFERENTIABLE) | {"Scan"}
-    missing = {label: sorted(ops - known) for label, ops in forward.items() if ops - known}
-    assert not missing, f"forward ops with neither a rule nor a NON_DIFFERENTIABLE entry: {missing}"
+    assert not forward - known, f"forward ops with neither a rule nor a NON_DIFFERENTIABLE entry: " \
+                                f"{sorted(forward - known)}"
+    assert "MatMul" in forward and "Identity" in derived
 
 
-def test_ops_only_after_differentiation_are_collected(op_sets):
-    """Ops only in grad/train models need no rule; they are listed, not required. The ones
-    that are ALSO in RULES (e.g. Transpose, Pad) are differentiable anyway."""
-    forward, derived = op_sets
-    all_forward = set().union(*forward.values())
-    only_after = set().union(*derived.values()) - all_forward
+def test_ops_only_after_differentiation_are_collected():
+    """Ops only in grad/train models need no rule; they are listed, not required. (Those that
+    are also in RULES, e.g. Transpose and Pad, are differentiable anyway.)"""
+    forward, derived = set(), set()
+    for label in _labels():
+        try:
+            fw, dv = op_sets(label)
+        except pytest.skip.Exception:
+            continue
+        forward |= fw
+        derived |= dv
+    only_after = derived - forward
     known = set(RULES) | set(NON_DIFFERENTIABLE) | {"Scan"}
     print("\nops only after differentiation:", sorted(only_after))
     print("  ... of which without a rule:", sorted(only_after - known))
@@ -151,10 +179,8 @@ def test_ops_only_after_differentiation_are_collected(op_sets):
     assert "ReduceSumSquare" in only_after
 
 
-def test_spec_files_with_a_loss_are_covered(op_sets):
-    forward, _ = op_sets
-    labels = [k for k in forward if k.startswith("spec:")]
-    assert "spec:digits.rnn" in labels
+def test_spec_files_are_included():
+    assert "spec:digits.rnn" in _labels()
 
 
 # --------------------------------------------------------------------------------------
