@@ -50,7 +50,7 @@ def check(spec: str | os.PathLike, text: str | None = None, unroll: str = "auto"
 def refuse_unsupported(model: Model) -> None:
     """Constructs later issues compile stop compilation here, each located."""
     if model.unsupported:
-        raise SpecError([Diagnostic(f"{what} is not supported by this version of rnnc yet", span,
+        raise SpecError([Diagnostic(f"not supported by this version of rnnc yet: {what}", span,
                                     "`rnnc check` accepts it; compiling it comes in a later release")
                          for what, span in model.unsupported], model.source)
 

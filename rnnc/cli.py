@@ -40,6 +40,8 @@ def guarded(fn):
             _fail(e.report(), EXIT_SPEC_ERROR)
         except (DataError, InputError, CheckpointError) as e:
             _fail(f"error: {e}", EXIT_DATA_ERROR)
+        except OSError as e:   # an output path that cannot be written, a full disk
+            _fail(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), EXIT_DATA_ERROR)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except (click.ClickException, click.exceptions.Exit, SystemExit):
@@ -70,7 +72,7 @@ def check(spec):
     click.echo(f"{spec}: ok — model {model.name} ({ins}); outputs: {', '.join(n for n, _ in model.outputs) or '-'}"
                + (f"; loss: yes" if model.loss is not None else ""))
     for what, span in model.unsupported:
-        click.echo(f"  note: {span}: {what} is checked, but compiling it comes in a later release")
+        click.echo(f"  note: {span}: checked, but compiled only by a later release: {what}")
 
 
 @main.command()

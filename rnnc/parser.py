@@ -25,7 +25,7 @@ __all__ = ["parse", "DTYPES", "RESERVED"]
 DTYPES = ("f32", "f64", "i32", "i64", "bool")
 RESERVED = frozenset(
     "model input vocab cell state param output loss metric train seq2seq on true false none".split())
-_DTYPE_ALIASES = {"float32": "f32", "float": "f32", "float64": "f64", "double": "f64",
+_DTYPE_ALIASES = {"f16": "f32", "half": "f32", "float16": "f32", "float32": "f32", "float": "f32", "float64": "f64", "double": "f64",
                   "int32": "i32", "int64": "i64", "int": "i64", "long": "i64",
                   "boolean": "bool", "bool_": "bool"}
 _DEVICES = ("cpu", "cuda")
@@ -474,6 +474,12 @@ def _describe(exc: UnexpectedInput, file: str) -> Diagnostic:
             previous is None or previous.end_line == tok.line):
         return Diagnostic(f"'{tok}' is a reserved word and cannot be used as a name", span,
                           hint=f"rename it, e.g. '{tok}_'")
+
+    # a misspelt setting inside a train block: `batchsize 32`
+    if tok.type == "NAME" and "BATCH" in accepts:
+        keys = ("optimizer", "schedule", "batch", "epochs", "steps", "tbptt", "validate")
+        return Diagnostic(f"unknown train setting '{tok}'", span,
+                          did_you_mean(str(tok), keys) or f"train settings: {', '.join(keys)}")
 
     # an unclosed bracket, noticed at the end of the file or on a later line
     opener = _innermost_open(stack)

@@ -106,12 +106,14 @@ class Resolver:
                     "int32": "i32", "double": "f64", "long": "i64"}.get(s.dtype)
             self.error(f"unknown dtype '{s.dtype}'", s.span,
                        f"did you mean '{hint}'?" if hint else "dtypes are f32, f64, i64, i32, bool")
+            self._bind(s.name, Opaque(), s.span)
             return
         dims = []
         for d in s.dims:
             if isinstance(d, S.Number):
                 if not isinstance(d.value, int) or d.value <= 0:
                     self.error("a dimension must be a positive whole number or a name", d.span)
+                    self._bind(s.name, Opaque(), s.span)
                     return
                 dims.append(d.value)
             else:
@@ -130,7 +132,7 @@ class Resolver:
     def _targets(self, targets, values, span) -> None:
         if len(targets) != len(values):
             self.error(f"{len(targets)} name(s) on the left, but the right side gives {len(values)} value(s)", span)
-            return
+            values = [Opaque()] * len(targets)     # bound anyway: no cascade of 'unknown name' errors
         for t, v in zip(targets, values):
             if t.name != "_":
                 self._bind(t.name, v, t.span)
@@ -205,7 +207,9 @@ class Resolver:
     def _metric(self, s: S.MetricStmt):
         call = s.value
         if not isinstance(call, S.Call) or call.func != "accuracy":
-            self.error("unknown metric", s.value.span, "metrics: accuracy(logits, labels)")
+            name = call.func if isinstance(call, S.Call) else "this"
+            self.error(f"unknown metric '{name}'", s.value.span,
+                       did_you_mean(name, ("accuracy",)) or "metrics: accuracy(logits, labels)")
             return None
         v = self._classify("accuracy", call)
         return ("accuracy", v) if v is not None else None
@@ -568,7 +572,7 @@ class Resolver:
         if labels.type.dtype not in INTS or not _same_shape(ys, want):
             self.error(f"{f}({_src(e.args[0])}, {_src(e.args[1])}): logits [{', '.join(map(str, ls))}] need "
                        f"labels [{', '.join(map(str, want))}], '{_src(e.args[1])}' is "
-                       f"[{', '.join(map(str, ys))}]" + ("" if labels.type.dtype in INTS else f" {labels.type.dtype}"),
+                       + ("" if labels.type.dtype in INTS else labels.type.dtype) + f"[{', '.join(map(str, ys))}]",
                        e.args[1].span, "labels are integer class ids" if labels.type.dtype not in INTS else None)
             return None
         kind, w = self._weights(e, want, opts)

@@ -7,6 +7,8 @@ when the cell is applied to data (when the input size is known).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import syntax as S
 from .cells import BUILTINS
 from .cells.user import CellDefError, build_user_cell
@@ -105,7 +107,7 @@ class CellResolver:
             bw = self.instantiate(args[0], input_size, stack)
             return Bi(fw, bw, span) if fw is not None and bw is not None else None
         if name in self.defs:
-            return self._user(self.defs[name], args, kwargs, span, size)
+            return self._user(self.defs[name], args, kwargs, span, size, traced=input_size is not None)
         if name in WRAPPERS:
             self.error(f"'{name}' is a wrapper: apply it to a cell with '|'", span,
                        f"e.g. cell c = lstm(100) | {name}{'(1)' if name == 'project' else ''}")
@@ -136,7 +138,9 @@ class CellResolver:
             size = layer.output_size if layer.output_size > 0 else None
         return Stack(tuple(layers), span)
 
-    def _user(self, defn: S.CellDef, args, kwargs, span, size):
+    def _user(self, defn: S.CellDef, args, kwargs, span, size, traced: bool = True):
+        """A user cell for inputs of `size`; its equations are traced (shape-checked) only
+        once the real input size is known, when the cell is applied to data."""
         names = [p.name for p in defn.params]
         if len(args) > len(names):
             self.error(f"cell '{defn.name}' takes {len(names)} argument(s), got {len(args)}", span)
@@ -161,12 +165,18 @@ class CellResolver:
             values[n] = v.value
         try:
             cell = build_user_cell(defn, values, size, span)
-            out = _trace_output_size(cell)
         except CellDefError as e:
             self.error(e.message, e.span, e.hint)
             return None
+        try:
+            out = _trace_output_size(cell)
+        except CellDefError as e:
+            if traced or not e.shape:   # before the input size is known, only names are checked
+                self.error(e.message, e.span, e.hint)
+            if traced:
+                return None
+            out = cell.output_size
         if out != cell.output_size:
-            from dataclasses import replace
             cell = replace(cell, output_size=out)
         return Leaf(cell, span)
 

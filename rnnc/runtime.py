@@ -83,8 +83,8 @@ def load_array(spec: str) -> tuple[str, np.ndarray]:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except Exception as e:
-        raise InputError(f"{path}: not a readable .npy/.npz file ({e})") from None
+    except Exception:
+        raise InputError(f"{path}: not a .npy or .npz file (save arrays with numpy.save or numpy.savez)") from None
     if isinstance(data, np.ndarray):
         return name, data
     with data:

@@ -40,15 +40,8 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 # Specs that hit a known rnnc bug. Strict: when the bug is fixed the XPASS fails, so the
 # entry must be removed. raises= keeps any *other* failure a plain failure.
 KNOWN_BUGS: dict[str, tuple[type[BaseException], str]] = {
-    # A spec with a loss but no `train { ... }` block gets `TrainConfig()` whose default
-    # optimizer_args is (("lr", 0.001),): adam's beta1/beta2/eps are missing, and
-    # build_train -> optim.apply_updates raises KeyError('beta1').
-    "custom_cell.rnn": (KeyError, "RNNC BUG: spec with a loss but no train block fails to compile "
-                                  "train.onnx (KeyError 'beta1': TrainConfig() default optimizer_args "
-                                  "lack adam's beta1/beta2/eps)"),
-    "deep_tagger.rnn": (KeyError, "RNNC BUG: spec with a loss but no train block fails to compile "
-                                  "train.onnx (KeyError 'beta1': TrainConfig() default optimizer_args "
-                                  "lack adam's beta1/beta2/eps)"),
+    # e.g. "custom_cell.rnn": (KeyError, "RNNC BUG: ..."): fixed in 2091613 (a spec with a loss
+    # but no train block failed to build train.onnx: KeyError 'beta1').
 }
 
 

@@ -24,9 +24,11 @@ INITS = {"zeros", "ones", "glorot", "uniform"}
 
 
 class CellDefError(Exception):
-    def __init__(self, message: str, span: Span | None, hint: str | None = None):
+    """A mistake in a cell's equations; `shape` marks the ones that depend on the input size."""
+
+    def __init__(self, message: str, span: Span | None, hint: str | None = None, shape: bool = False):
         super().__init__(message)
-        self.message, self.span, self.hint = message, span, hint
+        self.message, self.span, self.hint, self.shape = message, span, hint, shape
 
 
 def _int_expr(e, env: dict[str, int], what: str) -> int:
@@ -100,7 +102,7 @@ def build_user_cell(defn: S.CellDef, args: dict[str, object], input_size: int, s
         nxt = tuple(env[n + "'"] for n, _ in states)
         for (n, size), v in zip(states, nxt):
             if not hasattr(v, "shape") or tuple(v.shape)[-1:] != (size,):
-                raise CellDefError(f"{n}' has shape {_fmt(v)}, but state '{n}' is [{size}]", defn.span)
+                raise CellDefError(f"{n}' has shape {_fmt(v)}, but state '{n}' is [{size}]", defn.span, shape=True)
         if output is None:
             out = nxt[0]
         elif output.value is not None:
@@ -155,12 +157,12 @@ def _eval(ops, e, env):
             if not (hasattr(a, "shape") and hasattr(b, "shape")) or len(b.shape) != 2:
                 raise CellDefError("@ multiplies a vector by a matrix", e.span)
             if a.shape[-1] != b.shape[0]:
-                raise CellDefError(f"@ needs matching sizes: left is {_fmt(a)}, right is {_fmt(b)}", e.span)
+                raise CellDefError(f"@ needs matching sizes: left is {_fmt(a)}, right is {_fmt(b)}", e.span, shape=True)
             return a @ b
         if hasattr(a, "shape") and hasattr(b, "shape"):
             da, db = a.shape[-1] if a.shape else 1, b.shape[-1] if b.shape else 1
             if da != db and 1 not in (da, db):
-                raise CellDefError(f"'{e.op}' needs matching sizes: {_fmt(a)} and {_fmt(b)}", e.span)
+                raise CellDefError(f"'{e.op}' needs matching sizes: {_fmt(a)} and {_fmt(b)}", e.span, shape=True)
         if not hasattr(a, "shape") and not hasattr(b, "shape"):
             return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[e.op]
         return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b}[e.op]()
@@ -198,5 +200,5 @@ def _call(ops, e: S.Call, env):
         raise CellDefError("split(t, k): k must be a whole number", k.span)
     size = args[0].shape[-1]
     if not isinstance(size, int) or size % k.value:
-        raise CellDefError(f"split(t, {k.value}): the size {size} is not divisible by {k.value}", e.span)
+        raise CellDefError(f"split(t, {k.value}): the size {size} is not divisible by {k.value}", e.span, shape=True)
     return tuple(ops.split(args[0], k.value))

@@ -1,0 +1,202 @@
+"""rnnc against PyTorch eager and onnxruntime-on-torch-export, interleaved in one run.
+
+    python bench/bench.py [--workloads W1,W2] [--repeats 20] [--json out.json] [--memory]
+
+For each workload: rnnc inference per lowering (static, loop, auto) and one training step
+(auto), PyTorch eager forward and training step (nn.RNN/LSTM + Adam), and onnxruntime on
+the torch-exported forward; medians of `repeats` runs after warm-up, 2 threads, libraries
+interleaved with a short pause between them. Prints a table of ratios to PyTorch eager and
+writes JSON. torch is a bench-only extra (`pip install torch==2.13.0`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+THREADS = 2
+
+WORKLOADS = {
+    "W1": dict(B=150, T=28, I=28, cell="basic", H=150, head="classify", classes=10),
+    "W2": dict(B=150, T=28, I=28, cell="lstm", H=150, head="classify", classes=10),
+    "W3": dict(B=50, T=20, I=1, cell="basic_relu", H=100, head="regress"),
+    "W4": dict(B=64, T=50, I=32, cell="lstm", H=100, layers=3, head="regress"),
+    "W6": dict(B=32, T=500, I=64, cell="lstm", H=128, head="regress"),
+}
+
+
+def spec_for(w: dict) -> str:
+    cell = {"basic": f"basic({w['H']})", "basic_relu": f"basic({w['H']}, activation=relu)",
+            "lstm": f"lstm({w['H']}, forget_bias=0.0)"}[w["cell"]]
+    if w.get("layers", 1) > 1:
+        cell = f"stack({w['layers']} * {cell})"
+    lines = ["model bench", f"input x: f32[batch, {w['T']}, {w['I']}]"]
+    if w["head"] == "classify":
+        lines += ["input y: i64[batch]", f"cell rnn = {cell}", "_, last = rnn(x)",
+                  f"logits = dense(last, {w['classes']})", "loss = softmax_cross_entropy(logits, y)",
+                  "output logits"]
+    else:
+        lines += [f"input y: f32[batch, {w['T']}, 1]", f"cell rnn = {cell} | project(1)", "pred, _ = rnn(x)",
+                  "loss = mse(pred, y)", "output pred"]
+    lines.append("train { optimizer adam(lr=0.001) }")
+    return "\n".join(lines) + "\n"
+
+
+def data_for(w: dict, rng) -> dict:
+    x = rng.normal(size=(w["B"], w["T"], w["I"])).astype(np.float32)
+    if w["head"] == "classify":
+        y = rng.integers(0, w["classes"], size=w["B"]).astype(np.int64)
+    else:
+        y = rng.normal(size=(w["B"], w["T"], 1)).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def ort_session(proto_bytes: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(proto_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+# ----- rnnc -----
+def rnnc_runners(w: dict, data: dict):
+    from rnnc.api import build_infer, check
+    from rnnc.training_graph import build_train
+
+    model = check("bench.rnn", text=spec_for(w))
+    runners = {}
+    for unroll in ("static", "loop", "auto"):
+        sess = ort_session(build_infer(model, unroll).onnx.SerializeToString())
+        feeds = {"x": data["x"]}
+        runners[f"rnnc {unroll} fwd"] = (lambda s=sess, f=feeds: s.run(None, f))
+    tm = build_train(model, "auto")
+    sess = ort_session(tm.onnx.SerializeToString())
+    state = {**tm.params, **tm.slots}
+    feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64)}
+    loss_only = ["loss"] + [f"{k}.next" for k in state]
+
+    def train_step():
+        out = sess.run(loss_only, {**feeds, **state})
+        for k, v in zip(state, out[1:]):
+            state[k] = v
+    runners["rnnc train step"] = train_step
+    return runners
+
+
+# ----- PyTorch -----
+def torch_runners(w: dict, data: dict):
+    import torch
+
+    torch.set_num_threads(THREADS)
+    layers = w.get("layers", 1)
+    if w["cell"] == "lstm":
+        rnn = torch.nn.LSTM(w["I"], w["H"], num_layers=layers, batch_first=True)
+    else:
+        rnn = torch.nn.RNN(w["I"], w["H"], num_layers=layers, batch_first=True,
+                           nonlinearity="relu" if w["cell"] == "basic_relu" else "tanh")
+    head = torch.nn.Linear(w["H"], w.get("classes", 1))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = rnn, head
+
+        def forward(self, x):
+            seq, _ = self.rnn(x)
+            return self.head(seq[:, -1]) if w["head"] == "classify" else self.head(seq)
+
+    net = Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.from_numpy(data["x"])
+    y = torch.from_numpy(data["y"])
+    lossf = torch.nn.CrossEntropyLoss() if w["head"] == "classify" else torch.nn.MSELoss()
+
+    def fwd():
+        with torch.no_grad():
+            net(x)
+
+    def step():
+        opt.zero_grad()
+        loss = lossf(net(x), y)
+        loss.backward()
+        opt.step()
+
+    runners = {"torch eager fwd": fwd, "torch train step": step}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "batch"}})
+        sess = ort_session(path.read_bytes())
+    runners["ORT torch-export fwd"] = lambda: sess.run(None, {"x": data["x"]})
+    return runners
+
+
+def bench(names: list[str], repeats: int) -> dict:
+    results = {}
+    for name in names:
+        w = WORKLOADS[name]
+        data = data_for(w, np.random.default_rng(0))
+        runners = {}
+        runners.update(rnnc_runners(w, data))
+        runners.update(torch_runners(w, data))
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(3):                  # rounds interleave the libraries
+            for k, fn in runners.items():
+                times[k].append(median_ms(fn, max(repeats // 3, 7)))
+                time.sleep(0.2)             # let the other library's threads go idle
+        results[name] = {k: statistics.median(v) for k, v in times.items()}
+        print_row(name, results[name])
+    return results
+
+
+def print_row(name: str, r: dict) -> None:
+    tf, tt = r["torch eager fwd"], r["torch train step"]
+    print(f"\n{name}: " + spec_summary(WORKLOADS[name]))
+    print(f"  {'':24} {'ms':>9} {'× torch':>8}")
+    for k, v in r.items():
+        base = tt if "train" in k else tf
+        print(f"  {k:24} {v:9.2f} {v / base:8.2f}")
+    sys.stdout.flush()
+
+
+def spec_summary(w: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in w.items())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--json", default="bench/results.json")
+    args = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("bench needs torch: pip install torch==2.13.0")
+    results = bench(args.workloads.split(","), args.repeats)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
