@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from .graph import FLOAT_DTYPES, NUMPY_DTYPES, Dim, Graph, Node, Shape, Value
+from .graph import NUMPY_DTYPES, Dim, Graph, Node, Shape, Value
 
 
 class Tensor:
@@ -163,7 +163,6 @@ class Builder:
     def less(self, a, b): return self._binary("Less", a, b, dtype="bool")
     def greater(self, a, b): return self._binary("Greater", a, b, dtype="bool")
     def equal(self, a, b): return self._binary("Equal", a, b, dtype="bool")
-    def and_(self, a, b): return self._binary("And", a, b, dtype="bool")
 
     def where(self, cond, a, b):
         a, b = self._pair(a, b)
@@ -181,7 +180,6 @@ class Builder:
     def log(self, x): return self._unary("Log", x)
     def sqrt(self, x): return self._unary("Sqrt", x)
     def identity(self, x): return self._unary("Identity", x)
-    def not_(self, x): return self._unary("Not", x)
     def softmax(self, x): return self._unary("Softmax", x, axis=-1)
     def log_softmax(self, x): return self._unary("LogSoftmax", x, axis=-1)
 
@@ -243,11 +241,6 @@ class Builder:
         i64 = lambda v: self.const(np.array([v], np.int64), "i64")
         return self.op("Slice", [x, i64(start), i64(end), i64(axis)], shape)
 
-    def slice_dynamic(self, x, start, end, axis: int, size: Dim):
-        """Slice with start/end given as i64[1] tensors."""
-        shape = tuple(size if i == axis % x.rank else x.shape[i] for i in range(x.rank))
-        return self.op("Slice", [x, start, end, self.const(np.array([axis], np.int64), "i64")], shape)
-
     def split(self, x, k: int, axis: int = -1):
         d = x.shape[axis]
         if not isinstance(d, int) or d % k:
@@ -262,9 +255,6 @@ class Builder:
 
     def reduce_sum(self, x, axes: list[int], keepdims: bool = False):
         return self._reduce("ReduceSum", x, axes, keepdims)
-
-    def reduce_max(self, x, axes: list[int], keepdims: bool = False):
-        return self._reduce("ReduceMax", x, axes, keepdims)
 
     def _reduce(self, op, x, axes, keepdims):
         axes_n = sorted({a % x.rank for a in axes})
@@ -314,6 +304,3 @@ class Builder:
     def subgraph(self) -> "Builder":
         """A builder for a loop body; names stay unique across the whole model."""
         return Builder(Graph(parent=self.g), self.fdtype, self._ids, self.root)
-
-    def is_float(self, x) -> bool:
-        return x.dtype in FLOAT_DTYPES

@@ -70,7 +70,7 @@ def check(spec):
     model = api.check(spec)
     ins = ", ".join(f"{n}: {t}" for n, t in model.inputs)
     click.echo(f"{spec}: ok — model {model.name} ({ins}); outputs: {', '.join(n for n, _ in model.outputs) or '-'}"
-               + (f"; loss: yes" if model.loss is not None else ""))
+               + ("; loss: yes" if model.loss is not None else ""))
     for what, span in model.unsupported:
         click.echo(f"  note: {span}: checked, but compiled only by a later release: {what}")
 

@@ -66,9 +66,6 @@ class Graph:
             g = g.parent
         raise KeyError(name)
 
-    def producers(self) -> dict[str, Node]:
-        return {o: n for n in self.nodes for o in n.outputs}
-
     def captures(self) -> list[str]:
         """Names read by this graph (or its bodies) that are defined in an enclosing graph."""
         defined = {v.name for v in self.inputs} | {o for n in self.nodes for o in n.outputs}

@@ -164,10 +164,6 @@ class TrainConfig:
     tbptt: int | None = None
     validate: float = 0.0
 
-    def arg(self, name: str, default=None):
-        return dict(self.optimizer_args).get(name, default)
-
-
 @dataclass(frozen=True)
 class Run:
     """One application of a cell to a sequence (for summaries and lowering choices)."""

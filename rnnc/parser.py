@@ -18,7 +18,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as S
-from .errors import Diagnostic, ErrorCollector, Span, SpecError, did_you_mean
+from .errors import Diagnostic, ErrorCollector, Span, did_you_mean
 
 __all__ = ["parse", "DTYPES", "RESERVED"]
 

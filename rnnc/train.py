@@ -27,7 +27,6 @@ from .errors import Diagnostic, SpecError
 from .ir import Model, TrainConfig, length_inputs, sequence_time_dims
 from .metrics_log import MetricsLog, plot_loss
 from .resolve_train import OPTIMIZERS, SCHEDULES
-from .runtime import session
 from .schedule import learning_rate
 from .training_graph import build_eval, build_train
 

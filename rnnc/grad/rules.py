@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..builder import Builder, Tensor
-from ..graph import Node
 
 RULES: dict = {}
 NON_DIFFERENTIABLE = {"Shape", "Size", "Less", "Greater", "Equal", "And", "Not", "ArgMax", "Range",
@@ -223,6 +222,3 @@ def _const(b: Builder, name: str):
     arr = g.initializers.get(name)
     return None if arr is None else arr
 
-
-def apply_rule(b: Builder, node: Node, ins: list, outs: list, gouts: list) -> list:
-    return RULES[node.op](b, node, ins, outs, gouts)

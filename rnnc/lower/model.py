@@ -6,8 +6,6 @@ float type (f32 normally; f64 for gradient checks).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .. import losses
@@ -28,14 +26,6 @@ def choose_strategy(unroll: str | None, default: str, time_dim) -> str:
     if u == "auto":
         return "static" if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS else "loop"
     return u
-
-
-@dataclass
-class Lowered:
-    graph: Graph
-    builder: Builder
-    values: dict[int, object] = field(default_factory=dict)
-    strategies: list[tuple[str, str]] = field(default_factory=list)   # (instance, strategy) per run
 
 
 class ModelLowering:
