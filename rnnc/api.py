@@ -2,7 +2,7 @@
 
     model = rnnc.check("specs/digits.rnn")                # parse + resolve: the model IR
     result = rnnc.compile("specs/digits.rnn", out="out")  # writes out/infer.onnx, ...
-    outputs = rnnc.run("out", {"x": x})                   # onnxruntime on numpy inputs
+    outputs = rnnc.runtime.run("out", {"x": x})           # onnxruntime on numpy inputs
 """
 from __future__ import annotations
 
@@ -65,13 +65,19 @@ class Built:
     state_io: list[tuple[str, str, int]] = field(default_factory=list)
 
 
+def finalize(graph, keep_inputs: tuple[str, ...] = ()):
+    """The last passes before export: dead code out, invariants checked, loops guarded
+    against empty input."""
+    g = prune(graph, keep_inputs)
+    verify(g)
+    return guard_empty_scans(g)
+
+
 def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
                 weights: dict | None = None, stateful: bool = False) -> Built:
     """The inference model: the spec's outputs, from exactly the inputs they need."""
     lw = lower_model(model, list(model.outputs), fdtype, seed, unroll, weights, stateful)
-    g = prune(lw.g)
-    verify(g)
-    g = guard_empty_scans(g)
+    g = finalize(lw.g)
     extra = {"rnnc.kind": "infer_stateful" if stateful else "infer",
              "rnnc.lowering": [list(s) for s in lw.strategies]}
     if stateful:

@@ -242,11 +242,16 @@ class Builder:
         return self.op("Slice", [x, i64(start), i64(end), i64(axis)], shape)
 
     def split(self, x, k: int, axis: int = -1):
+        """k equal parts along `axis`, as one Split node."""
         d = x.shape[axis]
         if not isinstance(d, int) or d % k:
             raise ValueError(f"cannot split a dim of {d} into {k} equal parts")
-        n = d // k
-        return [self.slice(x, i * n, (i + 1) * n, axis) for i in range(k)]
+        return self.split_sizes(x, [d // k] * k, axis)
+
+    def split_sizes(self, x, sizes: list[int], axis: int = -1):
+        ax = axis % x.rank
+        outs = [(x.dtype, tuple(n if i == ax else x.shape[i] for i in range(x.rank))) for n in sizes]
+        return self.node("Split", [x, self.const(np.array(sizes, np.int64), "i64")], outs, {"axis": axis})
 
     def gather(self, x, idx, axis: int = 0):
         ax = axis % x.rank

@@ -8,8 +8,9 @@ from __future__ import annotations
 from .graph import Graph
 
 
-def prune(graph: Graph) -> Graph:
-    live = {v.name for v in graph.outputs}
+def prune(graph: Graph, keep_inputs: tuple[str, ...] = ()) -> Graph:
+    """`keep_inputs` stay inputs even when nothing reads them (an interface promises them)."""
+    live = {v.name for v in graph.outputs} | set(keep_inputs)
     kept = []
     for node in reversed(graph.nodes):
         if any(o in live for o in node.outputs):

@@ -20,12 +20,11 @@ import onnx
 
 from .metadata import metadata
 from .export import to_model
-from .graph import verify
+from .api import finalize
 from .grad.reverse import backprop
 from .ir import Model
 from .lower.model import ModelLowering, _rename_output
 from .optim import apply_updates, slot_names
-from .prune import prune
 
 
 @dataclass
@@ -56,8 +55,7 @@ def build_eval(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: in
                weights: dict | None = None) -> onnx.ModelProto:
     lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False)
     lw.g.outputs = [t.v for t in outs]
-    g = prune(lw.g)
-    verify(g)
+    g = finalize(lw.g)
     return to_model(g, model.name, metadata(model, {"rnnc.kind": "eval"}))
 
 
@@ -100,8 +98,7 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
 
     _params_to_inputs(g, param_names)
     slot_values = {f"{n}.{k}": np.zeros_like(init_values[n]) for n in param_names for k in slot_kinds}
-    g = prune(g)
-    verify(g)
+    g = finalize(g, keep_inputs=("lr", "step"))
     extra = {"rnnc.kind": "train", "rnnc.optimizer": cfg.optimizer,
              "rnnc.optimizer_args": dict(cfg.optimizer_args), "rnnc.params": param_names,
              "rnnc.slots": list(slot_kinds), "rnnc.metrics": [n for n, _ in model.metrics],
@@ -127,6 +124,5 @@ def build_grad(model: Model, unroll: str = "auto", fdtype: str = "f64", seed: in
         outputs.append(_rename_output(b, t, f"grad.{n}"))
     g.outputs = [t.v for t in outputs]
     _params_to_inputs(g, list(g.params))
-    g = prune(g)
-    verify(g)
+    g = finalize(g)
     return to_model(g, model.name, metadata(model, {"rnnc.kind": "grad"}))

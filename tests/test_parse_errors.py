@@ -39,7 +39,7 @@ CASES = [
     (HEAD + 'vocab v = chars("abc\n', "3:17", "unterminated string", None),
     # a misspelt train setting
     (HEAD + "train { optimizer adam(lr=0.1)  batches 3 }\n", "3:33",
-     "unexpected 'batches' — expected a train setting", None),
+     "unknown train setting 'batches'", "did you mean 'batch'?"),
     # a bad device, a bad repeat count, a metric that is not a call
     (HEAD + "cell a = lstm(3) on gpu\n", "3:21", "unknown device 'gpu'", None),
     (HEAD + "cell a = 2.5 * lstm(3)\n", "3:10", "repeat count must be a whole number", None),

@@ -112,7 +112,7 @@ def test_killed_and_resumed_equals_uninterrupted(setup, tmp_path):
             if found and found[-1][0] >= kill_after:
                 break
             if proc.poll() is not None:
-                out, err = proc.communicate()
+                _out, err = proc.communicate()
                 pytest.fail(f"the run ended (rc {proc.returncode}) before it could be killed; "
                             f"make TOTAL larger\n{err.decode()}")
             assert time.time() < deadline, "no checkpoint appeared"
@@ -127,7 +127,7 @@ def test_killed_and_resumed_equals_uninterrupted(setup, tmp_path):
     assert killed_at < TOTAL
     _check_every_file_loads(run_b)
 
-    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd + ["--resume"], check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"trained {TOTAL} steps" in res.stdout
 
@@ -141,7 +141,10 @@ def test_killed_and_resumed_equals_uninterrupted(setup, tmp_path):
     for k, v in want.items():
         assert np.abs(got_ckpt[k] - v).max() <= 1e-6, k
         assert np.abs(inits[k] - v).max() <= 1e-6, k
-    assert (run_b / "model.onnx").read_bytes() == (run_a / "model.onnx").read_bytes()
+    inits_a = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(run_a / "model.onnx")).graph.initializer}
+    assert set(inits) == set(inits_a)
+    for k, v in inits.items():
+        assert np.abs(v - inits_a[k]).max() <= 1e-6, k
 
     recs_b = [r for r in read_metrics(run_b) if "loss" in r]
     steps = [r["step"] for r in recs_b]
@@ -159,7 +162,7 @@ def test_resume_of_a_finished_run_changes_nothing(setup, tmp_path):
                        "--quiet")
     assert code == 0, err
     before = _params_of(ckpt.latest(run / "checkpoints"))
-    code, out, err = cli("train", spec, "--data", data, "-o", run, "--threads", "1", "--resume", "--quiet")
+    code, _out, err = cli("train", spec, "--data", data, "-o", run, "--threads", "1", "--resume", "--quiet")
     assert code == 0, err
     after = _params_of(ckpt.latest(run / "checkpoints"))
     for k in before:
@@ -176,7 +179,7 @@ def test_resume_continues_to_more_steps(setup, tmp_path):
     code, _, err = cli("train", spec, "--data", data, "-o", tmp_path / "B", "--steps", "6", "--threads", "1",
                        "--quiet")
     assert code == 0, err
-    code, out, err = cli("train", spec, "--data", data, "-o", tmp_path / "B", "--resume", "--threads", "1",
+    code, _out, err = cli("train", spec, "--data", data, "-o", tmp_path / "B", "--resume", "--threads", "1",
                          "--quiet")
     assert code == 0, err
     got = _params_of(ckpt.latest(tmp_path / "B" / "checkpoints"))

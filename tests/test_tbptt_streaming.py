@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference as R  # noqa: E402
+import reference as R
 
-import rnnc.api  # noqa: E402
-from rnnc.train import Trainer  # noqa: E402
+import rnnc.api
+from rnnc.train import Trainer
 
 # LANGUAGE.md §2, with a smaller cell.
 SINE8 = """\
@@ -106,26 +106,6 @@ def test_streaming_in_pieces_equals_one_call(stateful_dir):
 # ----------------------------------------------------------------------------- TBPTT
 
 
-class _DropUnknownInputs:
-    """Wraps the trainer's session to feed only the inputs the train model declares.
-
-    Works around the bug tested by test_sgd_trains_without_workaround (the trainer always
-    feeds `step`, which the sgd train model does not take); harmless once it is fixed."""
-
-    def __init__(self, sess):
-        self.sess = sess
-        self.names = {i.name for i in sess.get_inputs()}
-
-    def get_outputs(self):
-        return self.sess.get_outputs()
-
-    def get_inputs(self):
-        return self.sess.get_inputs()
-
-    def run(self, names, feeds):
-        return self.sess.run(names, {k: v for k, v in feeds.items() if k in self.names})
-
-
 def _tbptt_data(tmp_path):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 12, 1)).astype(np.float32)
@@ -153,7 +133,7 @@ def _reference_tbptt(p0, x, y, window, optimizer, lr, carry_state=True):
         xs, ys = x[:, s:e], y[:, s:e]
         h0 = h if carry_state else np.zeros_like(h)
         losses.append(float(R.mse(_forward(p, xs, h0)[0], ys)))
-        g = R.numeric_grad(lambda q: R.mse(_forward(q, xs, h0)[0], ys), p)
+        g = R.numeric_grad(lambda q, xs=xs, ys=ys, h0=h0: R.mse(_forward(q, xs, h0)[0], ys), p)
         h = _forward(p, xs, h0)[1]
         if optimizer == "sgd":
             p, _ = R.sgd(p, g, None, lr)
@@ -167,7 +147,6 @@ def test_tbptt_matches_numpy(tmp_path, optimizer, lr):
     spec, data, x, y = _tbptt_data(tmp_path)
     tr = Trainer(str(spec), str(data), str(tmp_path / "run"), threads=1, progress=False,
                  sets=(f"optimizer={optimizer}", f"lr={lr}"))
-    tr.sess = _DropUnknownInputs(tr.sess)
     assert tr.cfg.tbptt == 5 and tr.cfg.batch == 4 and tr.total_steps() == 3
     assert [i for i, _, _ in tr.tm.state_io] == ["state.rnn.h"]
     p0 = {k: v.copy() for k, v in tr.state.params.items()}
@@ -188,18 +167,16 @@ def test_tbptt_matches_numpy(tmp_path, optimizer, lr):
         assert np.abs(got - v).max() <= 1e-4 * max(1.0, np.abs(v).max()), k
         assert np.abs(v - p0[k]).max() > 1e-3  # every parameter really moved
 
-    # the test tells the difference: no carried state (or no truncation) lands elsewhere
+    # the test tells the difference: restarting each window from zeros lands elsewhere
     other, _ = _reference_tbptt(p0, x, y, 5, optimizer, lr, carry_state=False)
     assert max(np.abs(tr.state.params[k] - other[k]).max() for k in other) > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RNNC BUG: training with sgd crashes: Trainer.run_step always feeds the 'step' input, but the "
-    "sgd train model (whose update never uses step) is pruned without it -> onnxruntime "
-    "'Invalid input name: step' (a traceback, exit 1 from the CLI); the training_graph docstring "
-    "says 'step' is always an input"))
-def test_sgd_trains_without_workaround(tmp_path):
+def test_sgd_trains_from_the_spec(tmp_path):
+    # regression: the trainer always feeds `step`; the sgd train model must declare it
+    # (at 39e5e9a it was pruned away and every sgd run crashed in onnxruntime)
     spec, data, _, _ = _tbptt_data(tmp_path)
     tr = Trainer(str(spec), str(data), str(tmp_path / "run"), threads=1, progress=False)
     rec = tr.train()
     assert tr.state.step == 3 and np.isfinite(rec["loss"])
+    assert "step" in {i.name for i in tr.sess.get_inputs()}

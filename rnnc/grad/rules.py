@@ -116,14 +116,15 @@ def _cast(b, n, x, y, g):
 @rule("Concat")
 def _concat(b, n, x, y, g):
     axis = n.attrs["axis"]
-    out, start = [], 0
-    for t in x:
-        size = t.shape[axis]
-        if not isinstance(size, int):
-            raise ValueError("the gradient of Concat needs fixed sizes along its axis")
-        out.append(b.slice(g[0], start, start + size, axis))
-        start += size
-    return out
+    sizes = [t.shape[axis] for t in x]
+    if not all(isinstance(s, int) for s in sizes):
+        raise ValueError("the gradient of Concat needs fixed sizes along its axis")
+    return b.split_sizes(g[0], sizes, axis)
+
+
+@rule("Split")
+def _split(b, n, x, y, g):
+    return [b.concat(list(g), n.attrs["axis"]), None]
 
 
 def _pad_axis(b: Builder, t: Tensor, axis: int, before: int, after: int, out_shape) -> Tensor:

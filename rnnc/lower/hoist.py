@@ -18,7 +18,7 @@ from .step import TracedStep
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Neg", "Sigmoid", "Tanh", "Relu", "Exp", "Log", "Min", "Max",
                "Identity", "Sqrt", "Where", "Cast", "Not", "Less", "Greater", "Equal", "And"}
-LAST_AXIS = {"Softmax", "LogSoftmax", "Concat", "Slice"}
+LAST_AXIS = {"Softmax", "LogSoftmax", "Concat", "Slice", "Split"}
 
 
 def hoist(b: Builder, traced: TracedStep) -> TracedStep:

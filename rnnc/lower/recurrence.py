@@ -63,9 +63,10 @@ def _unrolled(b: Builder, traced, initial: list[Tensor], x: Tensor):
         raise ValueError("static unrolling needs a fixed number of steps")
     states = list(initial)
     ys = []
+    # one Split per sequence (its gradient is one Concat), then each step's slice
+    steps = [b.split_sizes(s, [1] * T, axis=1) if T > 1 else [s] for s in traced.seq_inputs]
     for t in range(T):
-        idx = b.const(np.array(t, np.int64), "i64")
-        slices = [b.gather(s, idx, axis=1) for s in traced.seq_inputs]
+        slices = [b.squeeze(parts[t], [1]) for parts in steps]
         outs = inline(b, body, states + slices)
         states, y = outs[:n], outs[n]
         ys.append(b.unsqueeze(y, [1]))
