@@ -5,8 +5,9 @@ batch order of epoch e from (seed, e). A checkpoint holds the parameters, optimi
 step, epoch and the position within the epoch, so `--resume` continues exactly where the
 last checkpoint was taken (same thread count → same numbers).
 
-Run folder: infer.onnx, eval.onnx, train.onnx (with the trained weights), model.onnx (a
-copy of infer.onnx), checkpoints/step-NNNNNNNNN.npz, metrics.jsonl, loss.png.
+Run folder: infer.onnx and eval.onnx with the trained weights, train.onnx (parameters are its
+inputs; their trained values are eval.onnx's initializers), model.onnx (a copy of
+infer.onnx), checkpoints/step-NNNNNNNNN.npz, metrics.jsonl, loss.png.
 """
 from __future__ import annotations
 
@@ -61,6 +62,10 @@ def override(cfg: TrainConfig, epochs=None, steps=None, batch=None, lr=None, set
                 raise TrainError(f"--set schedule={raw}: choose one of {', '.join(SCHEDULES)} or none")
             values["schedule"] = None if raw == "none" else raw
             continue
+        known = ["optimizer", "schedule", "batch", "epochs", "steps", "tbptt", "validate"] + \
+            list(OPTIMIZERS[values["optimizer"]])
+        if key not in known and not key.startswith("schedule."):
+            raise TrainError(f"unknown training option '{key}'; known: {', '.join(known + ['schedule.<option>'])}")
         value = _number(key, raw)
         if key in ("batch", "epochs", "steps", "tbptt"):
             if not isinstance(value, int) or value <= 0:
@@ -78,12 +83,8 @@ def override(cfg: TrainConfig, epochs=None, steps=None, batch=None, lr=None, set
             if key in ("lr", "eps", "clip_norm") and value <= 0:
                 raise TrainError(f"{key} must be positive, got {raw}")
             opt_args[key] = value
-        elif key.startswith("schedule."):
-            sched_args[key.split(".", 1)[1]] = value
         else:
-            known = ["optimizer", "schedule", "batch", "epochs", "steps", "tbptt", "validate"] + \
-                list(OPTIMIZERS[values["optimizer"]]) + ["schedule.<option>"]
-            raise TrainError(f"unknown training option '{key}'; known: {', '.join(known)}")
+            sched_args[key.split(".", 1)[1]] = value
     values["optimizer_args"] = tuple(opt_args.items())
     values["schedule_args"] = tuple(sched_args.items())
     if values["schedule"]:
@@ -93,7 +94,9 @@ def override(cfg: TrainConfig, epochs=None, steps=None, batch=None, lr=None, set
     return TrainConfig(**values)
 
 
-def _number(key: str, raw: str):
+def _number(key: str, raw):
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):   # from a typed option
+        return raw
     try:
         return int(raw)
     except ValueError:
@@ -117,10 +120,18 @@ def expected_inputs(model: Model, names: list[str]) -> dict:
     return {n: (t.dtype, t.shape) for n, t in model.inputs if n in names}
 
 
+def initial_weights(init: str, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The parameters of a compiled model (folder or .onnx) for `--init`: each of `params`
+    by name, with its shape (a WeightsError, exit code 4, otherwise)."""
+    from .weights import load_initial
+
+    return load_initial(init, params)
+
+
 class Trainer:
     def __init__(self, spec: str, data: str, out: str, *, seed: int = 0, resume: bool = False,
                  unroll: str = "auto", checkpoint_every: int = 0, threads: int | None = None,
-                 progress: bool = True, **overrides):
+                 progress: bool = True, init: str | None = None, **overrides):
         model = check(spec, unroll=unroll)
         refuse_unsupported(model)
         if model.loss is None:
@@ -133,11 +144,15 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.ckpt_dir = self.out / "checkpoints"
+        _remove_stale_temp_files(self.ckpt_dir)
         if not resume and ckpt.latest(self.ckpt_dir) is not None:
             raise TrainError(f"{self.out} already holds a training run; continue it with --resume "
                              "or choose another -o")
         self.tm = build_train(self.model, unroll, seed=seed)
+        if init is not None:   # --init: start from a compiled model's weights instead of the seed's
+            self.tm.params = initial_weights(init, self.tm.params)
         need = self.tm.data_inputs
+        self.data_path = data
         self.data = load_data(data, expected_inputs(self.model, need))
         self._check_labels()
         self.train_data, self.val_data = (split(self.data, self.cfg.validate, seed) if self.cfg.validate
@@ -163,11 +178,9 @@ class Trainer:
                 classes = e.args[0].type.shape[-1]
                 labels = self.data.get(name)
                 if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
-                    raise DataError(self._data_path(), f"'{name}' holds class ids from {labels.min()} to "
+                    raise DataError(self.data_path, f"'{name}' holds class ids from {labels.min()} to "
                                     f"{labels.max()}, but the logits have {classes} classes (0..{classes - 1})")
 
-    def _data_path(self):
-        return "data"
 
     # ----- checkpoints -----
     def _meta(self) -> dict:
@@ -333,6 +346,13 @@ class Trainer:
         shutil.copyfile(self.out / "infer.onnx", self.out / ".model.onnx.tmp")
         (self.out / ".model.onnx.tmp").replace(self.out / "model.onnx")
         plot_loss(self.out)
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """A checkpoint write killed midway leaves a hidden temp file; it is never a checkpoint."""
+    if directory.is_dir():
+        for p in directory.glob(".tmp-*"):
+            p.unlink(missing_ok=True)
 
 
 def session_from_proto(proto, threads=None):
