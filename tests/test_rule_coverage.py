@@ -69,7 +69,6 @@ SPEC_DIR = os.path.join(os.path.dirname(HERE), "specs")
 NOT_IN_FORWARD = {
     "Sqrt": "only in the optimizer update (after differentiation); second order only",
     "Reshape": "emitted only by gradient rules (MatMul/Gather flatten); second order only",
-    "Transpose": "emitted only by gradient rules (MatMul); second order only",
     "Pad": "emitted only by gradient rules (Slice, Gather); second order only",
     "Expand": "forward Expands build zero states / full lengths from constants: no gradient flows",
     "Cast": "forward Casts are of integers and booleans (masks, labels): no float gradient",

@@ -24,7 +24,7 @@ from .reverse import backprop
 
 
 def _expose_step_states(b: Builder, node: Node, n_state: int, time) -> list[Tensor]:
-    """Make the forward Scan also output each step's incoming state, [B, T, size]."""
+    """Make the forward Scan also output each step's incoming state, [T, B, size]."""
     body = node.body
     bb = Builder(body, b.fdtype, b._ids, b.root)
     saved = []
@@ -32,9 +32,9 @@ def _expose_step_states(b: Builder, node: Node, n_state: int, time) -> list[Tens
         ident = bb.identity(bb.tensor(v.name))
         body.outputs.append(ident.v)
         name = b.fresh(v.name.rsplit("_", 1)[0] + "_steps")
-        b.g.values[name] = Value(name, v.dtype, (v.shape[0], time) + tuple(v.shape[1:]))
+        b.g.values[name] = Value(name, v.dtype, (time,) + tuple(v.shape))
         node.outputs.append(name)
-        node.attrs["scan_output_axes"] = list(node.attrs["scan_output_axes"]) + [1]
+        node.attrs["scan_output_axes"] = list(node.attrs["scan_output_axes"]) + [0]
         saved.append(b.tensor(name))
     return saved
 
@@ -49,7 +49,7 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     n = len(node.inputs) - m
     body = node.body
     xs = ins[n:]
-    time = xs[0].shape[1]
+    time = xs[0].shape[0]
     saved = _expose_step_states(b, node, n, time)
 
     captures = [c for c in body.captures() if c in dep and b.g.lookup(c).dtype in FLOAT_DTYPES]
@@ -106,10 +106,10 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     n_carry = n + len(accumulated)
     out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final[:n_carry], init)]
     for t in final[n_carry:]:
-        out_types.append((t.dtype, (t.shape[0], time) + tuple(t.shape[1:])))
+        out_types.append((t.dtype, (time,) + tuple(t.shape)))
     k_out = len(final) - n_carry
-    attrs = {"num_scan_inputs": len(scans), "scan_input_axes": [1] * len(scans),
-             "scan_input_directions": [1] * len(scans), "scan_output_axes": [1] * k_out,
+    attrs = {"num_scan_inputs": len(scans), "scan_input_axes": [0] * len(scans),
+             "scan_input_directions": [1] * len(scans), "scan_output_axes": [0] * k_out,
              "scan_output_directions": [1] * k_out}
     results = b.node("Scan", init + scans, out_types, attrs, sub.g)
 

@@ -1,4 +1,5 @@
-"""Run a cell tree over a sequence: stacks layer by layer, wrappers after the loop.
+"""Run a cell tree over a time-major [T, B, ...] sequence: stacks layer by layer, wrappers
+after the loop.
 
 Parameters are named by their place in the tree: `rnn.W`, `deep.1.W`, `enc.fw.W`,
 `deep.project.W`. Running the same instance twice reuses its parameters (shared weights).
@@ -46,9 +47,9 @@ class CellRunner:
         if isinstance(cell, Bi):
             yf, sf = self.run(cell.fw, f"{prefix}.fw", x, mask, lengths, _sub(initial, "fw."), strategy)
             full = lengths if lengths is not None else _full_lengths(b, x)
-            xr = b.reverse_sequence(x, full)
+            xr = b.reverse_sequence(x, full, time_axis=0, batch_axis=1)
             yr, sb = self.run(cell.bw, f"{prefix}.bw", xr, mask, lengths, _sub(initial, "bw."), strategy)
-            yb = b.reverse_sequence(yr, full)
+            yb = b.reverse_sequence(yr, full, time_axis=0, batch_axis=1)
             final = {f"fw.{k}": v for k, v in sf.items()} | {f"bw.{k}": v for k, v in sb.items()}
             return b.concat([yf, yb], axis=-1), final
         raise ValueError(f"cannot lower {type(cell).__name__} yet")
@@ -64,9 +65,9 @@ def _masked(b: Builder, y: Tensor, mask: Tensor | None) -> Tensor:
 
 def _full_lengths(b: Builder, x: Tensor) -> Tensor:
     """[T, T, ..., T] of the batch's size: every sequence at full length."""
-    T = b.shape_of(x, 1, 2)
-    batch = b.shape_of(x, 0, 1)
-    return b.expand(T, batch, (x.shape[0],))
+    T = b.shape_of(x, 0, 1)
+    batch = b.shape_of(x, 1, 2)
+    return b.expand(T, batch, (x.shape[1],))
 
 
 def initial_dict(cell, flat: list[Tensor]) -> dict[str, Tensor]:

@@ -3,7 +3,7 @@
 Each body node is classified by what it reads:
 - invariant (only weights and constants): moved before the loop as is (e.g. slices of U);
 - per-step but state-free (reads x_t, not the state): computed for all steps at once on the
-  [B, T, ...] sequence before the loop, and its result becomes a new sliced input of the
+  [T, B, ...] sequence before the loop, and its result becomes a new sliced input of the
   body — so `x·W + b` of every step is one MatMul over the whole sequence;
 - everything else stays in the body.
 A per-step node is only lifted when running it on the sequence means the same thing as
@@ -25,7 +25,7 @@ def hoist(b: Builder, traced: TracedStep) -> TracedStep:
     body = traced.body
     state_in = {v.name for v in body.inputs[: traced.n_state]}
     slice_in = {v.name: outer for v, outer in zip(body.inputs[traced.n_state:], traced.seq_inputs)}
-    outer_seq: dict[str, Tensor] = dict(slice_in)   # body name -> outer [B, T, ...] tensor
+    outer_seq: dict[str, Tensor] = dict(slice_in)   # body name -> outer [T, B, ...] tensor
     state_dep: set[str] = set(state_in)
     inv_outer: set[str] = set()                     # body names now defined outside
     kept: list[Node] = []
@@ -108,9 +108,9 @@ def _lift_per_step(b: Builder, body: Graph, node: Node, outer_seq: dict[str, Ten
     outs = []
     for o in node.outputs:
         v = body.values[o]
-        time = next(iter(t for t in outer_seq.values())).shape[1]
+        time = next(iter(outer_seq.values())).shape[0]
         name = b.fresh(o.rsplit("_", 1)[0] + "_seq")
-        ov = Value(name, v.dtype, (v.shape[0], time) + tuple(v.shape[1:]))
+        ov = Value(name, v.dtype, (time,) + tuple(v.shape))
         b.g.values[name] = ov
         outer_seq[o] = Tensor(b, ov)
         outs.append(name)

@@ -121,17 +121,18 @@ class ModelLowering:
         cell, instance = e.attrs["cell"], e.attrs["instance"]
         strategy = choose_strategy(e.attrs["unroll"], self.unroll, x.shape[1])
         self.strategies.append((instance, strategy))
+        xt = self.b.transpose(x, [1, 0, 2])       # the recurrence runs time-major
         mask = None
         if lengths is not None:
             lengths = self.b.cast(lengths, "i64")
-            mask = length_mask(self.b, x, lengths)
+            mask = length_mask(self.b, xt, lengths)
         init = initial_dict(cell, initial)
         if self.expose_state and not initial:
             init = self._state_inputs(cell, instance, x)
-        y, final = self.runner.run(cell, instance, x, mask, lengths, init, strategy)
+        y, final = self.runner.run(cell, instance, xt, mask, lengths, init, strategy)
         if self.expose_state and not initial:
             self._state_outputs(cell, instance, final)
-        return y, final
+        return self.b.transpose(y, [1, 0, 2]), final
 
     def _state_inputs(self, cell, instance: str, x: Tensor) -> dict[str, Tensor]:
         """Initial state parts as inputs `state.<instance>.<path>` (stateful models, tbptt)."""

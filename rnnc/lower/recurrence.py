@@ -1,4 +1,6 @@
-"""Run one cell over a [batch, time, features] sequence: static unrolling or one ONNX Scan.
+"""Run one cell over a time-major [time, batch, features] sequence: static unrolling or one
+ONNX Scan. Time-major keeps each step's slice contiguous (batch-major slicing is a strided
+copy per step, and onnxruntime's Scan transposes a non-leading scan axis on every call).
 
 Both lowerings start from the same traced and hoisted step body, so they compute the same
 thing; they differ only in whether the body is copied T times or looped over. In Python:
@@ -20,19 +22,20 @@ from .step import trace_step
 
 
 def length_mask(b: Builder, x: Tensor, lengths: Tensor) -> Tensor:
-    """mask[b, t, 0] = t < lengths[b], as bool [B, T, 1]."""
-    T = b.shape_of(x, 1, 2)
+    """mask[t, b, 0] = t < lengths[b], as bool [T, B, 1] for a time-major x."""
+    T = b.shape_of(x, 0, 1)
     zero = b.const(np.array(0, np.int64), "i64")
     one = b.const(np.array(1, np.int64), "i64")
-    steps = b.range_(zero, b.squeeze(T, [0]), one, x.shape[1])
-    valid = b.less(b.unsqueeze(steps, [0]), b.unsqueeze(lengths, [1]))
+    steps = b.range_(zero, b.squeeze(T, [0]), one, x.shape[0])
+    valid = b.less(b.unsqueeze(steps, [1]), b.unsqueeze(lengths, [0]))
     return b.unsqueeze(valid, [2])
 
 
 def zero_state(b: Builder, x: Tensor, size: int) -> Tensor:
-    batch = b.shape_of(x, 0, 1)
+    """Zeros [B, size] for a time-major x."""
+    batch = b.shape_of(x, 1, 2)
     shape = b.concat([batch, b.const(np.array([size], np.int64), "i64")], axis=0)
-    return b.expand(b.const(np.zeros((1, size)), b.fdtype), shape, (x.shape[0], size))
+    return b.expand(b.const(np.zeros((1, size)), b.fdtype), shape, (x.shape[1], size))
 
 
 def run_cell(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor, initial: list[Tensor],
@@ -48,29 +51,29 @@ def _scan(b: Builder, traced, initial: list[Tensor], x: Tensor, cell: StepCell):
     m = len(traced.seq_inputs)
     outs = [(v.dtype, tuple(initial[i].shape)) for i, v in enumerate(body.outputs[:n])]
     for v in body.outputs[n:]:
-        outs.append((v.dtype, (v.shape[0], x.shape[1]) + tuple(v.shape[1:])))
+        outs.append((v.dtype, (x.shape[0],) + tuple(v.shape)))
     if m == 0:
         raise ValueError("a step body without per-step input cannot be scanned")
-    attrs = {"num_scan_inputs": m, "scan_input_axes": [1] * m, "scan_output_axes": [1] * (len(outs) - n)}
+    attrs = {"num_scan_inputs": m, "scan_input_axes": [0] * m, "scan_output_axes": [0] * (len(outs) - n)}
     results = b.node("Scan", initial + traced.seq_inputs, outs, attrs, body)
     return results[n], results[:n]
 
 
 def _unrolled(b: Builder, traced, initial: list[Tensor], x: Tensor):
     body, n = traced.body, traced.n_state
-    T = x.shape[1]
+    T = x.shape[0]
     if not isinstance(T, int):
         raise ValueError("static unrolling needs a fixed number of steps")
     states = list(initial)
     ys = []
     # one Split per sequence (its gradient is one Concat), then each step's slice
-    steps = [b.split_sizes(s, [1] * T, axis=1) if T > 1 else [s] for s in traced.seq_inputs]
+    steps = [b.split_sizes(s, [1] * T, axis=0) if T > 1 else [s] for s in traced.seq_inputs]
     for t in range(T):
-        slices = [b.squeeze(parts[t], [1]) for parts in steps]
+        slices = [b.squeeze(parts[t], [0]) for parts in steps]
         outs = inline(b, body, states + slices)
         states, y = outs[:n], outs[n]
-        ys.append(b.unsqueeze(y, [1]))
-    return (b.concat(ys, axis=1) if len(ys) > 1 else ys[0]), states
+        ys.append(b.unsqueeze(y, [0]))
+    return (b.concat(ys, axis=0) if len(ys) > 1 else ys[0]), states
 
 
 def inline(b: Builder, body: Graph, args: list[Tensor]) -> list[Tensor]:

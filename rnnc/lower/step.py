@@ -19,16 +19,16 @@ from ..graph import Graph
 class TracedStep:
     body: Graph
     n_state: int
-    seq_inputs: list[Tensor]  # outer [B, T, ...] tensors feeding the body's slice inputs, in order
+    seq_inputs: list[Tensor]  # outer time-major [T, B, ...] tensors feeding the body's slice inputs
 
 
 def trace_step(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor, mask: Tensor | None,
                out_hint: str = "y") -> TracedStep:
     sub = b.subgraph()
     params = {k: Tensor(sub, t.v) for k, t in params.items()}
-    batch = x.shape[0]
+    batch = x.shape[1]          # x is time-major [T, B, ...]
     states = tuple(sub.input(sub.fresh(f"{n}_prev"), b.fdtype, (batch, size)) for n, size in cell.state)
-    x_t = sub.input(sub.fresh("x_t"), x.dtype, (batch,) + tuple(x.shape[2:]))
+    x_t = sub.input(sub.fresh("x_t"), x.dtype, tuple(x.shape[1:]))
     seq_inputs = [x]
     m_t = None
     if mask is not None:
