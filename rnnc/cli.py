@@ -132,13 +132,15 @@ def run(model, inputs, out):
 @click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True)
 @click.option("--checkpoint-every", type=int, default=0, show_default=True,
               help="Also checkpoint every N steps (always at the end of each epoch).")
+@click.option("--init", type=click.Path(),
+              help="Start from the weights of a compiled model (folder or .onnx), e.g. from `rnnc weights import`.")
 @click.option("--device", type=click.Choice(["cpu"]), default="cpu", show_default=True,
               help="Device of the run (this release: cpu).")
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @guarded
 def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, unroll, checkpoint_every,
-          device, threads, quiet):
+          init, device, threads, quiet):
     """Train SPEC on a data file; write the trained models, checkpoints and metrics to a folder."""
     from . import api
     from .train import Trainer, TrainError
@@ -147,7 +149,7 @@ def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, un
         out = str(Path("runs") / api.check(spec).name)
     try:
         trainer = Trainer(spec, data_path, out, seed=seed, resume=resume, unroll=unroll,
-                          checkpoint_every=checkpoint_every, threads=threads, progress=not quiet,
+                          checkpoint_every=checkpoint_every, threads=threads, progress=not quiet, init=init,
                           epochs=epochs, steps=steps, batch=batch, lr=lr, sets=sets)
         summary = trainer.train()
     except TrainError as e:
@@ -184,6 +186,10 @@ def data(name, out, seed):
     for path in datasets.write(name, out, seed=seed):
         click.echo(f"wrote {path}")
 
+
+from .cli_weights import weights  # noqa: E402  (the `rnnc weights` group)
+
+main.add_command(weights)
 
 if __name__ == "__main__":
     main()

@@ -91,8 +91,6 @@ class CellResolver:
             opts = self._options(name, OPTIONS[name], args, kwargs, span)
             if opts is None:
                 return None
-            if name == "gru" and opts.pop("reset_after"):
-                self.not_yet("gru(reset_after=true)", span)
             if name == "lstm" and opts.get("clip") is not None and opts["clip"] <= 0:
                 self.error("lstm(clip=...) must be positive", span)
                 return None
