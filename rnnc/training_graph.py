@@ -68,7 +68,9 @@ def _params_to_inputs(g, names: list[str]) -> None:
 
 
 def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
-                weights: dict | None = None) -> TrainModel:
+                weights: dict | None = None, memory: str = "store") -> TrainModel:
+    """One optimizer step as a model; `memory` is what loops keep for the backward pass:
+    "store" (every value the gradient reads) or "recompute" (only the states)."""
     cfg = model.train
     tbptt = cfg.tbptt is not None
     lw, outs = _lower_loss(model, fdtype, seed, "loop" if tbptt else unroll, weights, stateful=tbptt,
@@ -79,7 +81,7 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     init_values = {n: g.initializers[n] for n in param_names}
     data_inputs = [v.name for v in g.inputs]
 
-    grads = backprop(b, list(g.nodes), {loss.name: b.const(1.0)}, set(param_names))
+    grads = backprop(b, list(g.nodes), {loss.name: b.const(1.0)}, set(param_names), memory=memory)
     params = {n: b.tensor(n) for n in param_names}
     slot_kinds = slot_names(cfg.optimizer, dict(cfg.optimizer_args))
     slots = {n: {k: b.input(f"{n}.{k}", b.fdtype, params[n].shape) for k in slot_kinds} for n in param_names}
@@ -111,13 +113,14 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
 
 
 def build_grad(model: Model, unroll: str = "auto", fdtype: str = "f64", seed: int = 0,
-               weights: dict | None = None, wrt_inputs: tuple[str, ...] = ()) -> onnx.ModelProto:
+               weights: dict | None = None, wrt_inputs: tuple[str, ...] = (),
+               memory: str = "store") -> onnx.ModelProto:
     """loss and `grad.<name>` for every parameter (and each input in `wrt_inputs`), with the
     parameters as inputs: what gradient checks and apps computing gradients need."""
     lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False)
     g, b = lw.g, lw.b
     names = list(g.params) + [n for n in wrt_inputs]
-    grads = backprop(b, list(g.nodes), {outs[0].name: b.const(1.0)}, set(names))
+    grads = backprop(b, list(g.nodes), {outs[0].name: b.const(1.0)}, set(names), memory=memory)
     outputs = [outs[0]]
     for n in names:
         t = grads.get(n) or b.zeros_like(b.tensor(n))

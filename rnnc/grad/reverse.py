@@ -5,7 +5,7 @@
 Only values that depend on `wrt` and reach a seed get gradients. The driver sums the
 gradients of values used several times, undoes broadcasting (a bias [H] added to [B, H]
 gets its gradient summed over B), and asks each op's rule (rules.py) or, for Scan, the
-loop rule (scan.py). `intercept` names loop-invariant weights whose MatMul gradients
+loop rule (scan.py; `memory` is its policy: "store" or "recompute"). `intercept` names loop-invariant weights whose MatMul gradients
 are wanted as (left operand, output grad) pairs instead of being summed in place: the
 Scan rule uses this to form the weight gradient of all steps in one MatMul after the loop.
 """
@@ -37,7 +37,8 @@ def unbroadcast(b: Builder, g: Tensor, shape) -> Tensor:
 
 
 def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[str],
-             intercept: set[str] = frozenset(), pairs: dict | None = None) -> dict[str, Tensor]:
+             intercept: set[str] = frozenset(), pairs: dict | None = None,
+             memory: str = "store") -> dict[str, Tensor]:
     dep = depends_on(nodes, wrt)
     grads: dict[str, Tensor] = dict(seeds)
 
@@ -61,7 +62,7 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
         outs = [b.tensor(o) for o in node.outputs]
         if node.op == "Scan":
             from .scan import scan_grad
-            gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep)
+            gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep, memory)
             for name, g in gcaps.items():
                 add(name, g)
         elif node.op == "MatMul" and node.inputs[1] in intercept and pairs is not None:

@@ -5,12 +5,15 @@ For a forward loop
     for t in range(T):  S, y[t] = body(S, x[t])          # weights W read from outside
 
 the forward Scan is made to also emit the state entering each step (S_t). The backward
-Scan runs t = T-1 … 0 over (S_t, x[t], dy[t]); its body recomputes the step from S_t and
-x[t], then applies the step's gradient:
+Scan runs t = T-1 … 0 over (S_t, x[t], dy[t]) and applies the step's gradient:
 
     dS_t, dx[t] = grad(body)(S_t, x[t]; dS_{t+1}, dy[t])
 
-carrying dS. Weights used only as `a @ W` get their gradient after the loop as one MatMul
+carrying dS. What the gradient reads of the step's values (gate activations, products) is
+either stored by the forward Scan as extra per-step outputs (memory="store", the default:
+no work is done twice; ops that only move data, like Split, are redone from what is
+stored) or recomputed from S_t and x[t] in the backward body (memory="recompute": only the
+states are kept, for long sequences). Weights used only as `a @ W` get their gradient after the loop as one MatMul
 over all steps, dW = Σ_t a_tᵀ·dz_t = A_allᵀ·dZ_all (the body emits a_t and dz_t per step);
 other loop-invariant values read by the body get theirs accumulated in the carry. Padded
 steps (masked with Where in the body) pass zero gradient.
@@ -44,7 +47,59 @@ def _matmul_only(body_nodes: list[Node], name: str) -> bool:
     return bool(uses) and all(n.op == "MatMul" and i == 1 for n, i in uses)
 
 
-def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gouts: list, dep: set[str]):
+CHEAP = {"Split", "Slice", "Identity", "Squeeze", "Unsqueeze", "Concat", "Neg"}
+
+
+def _store(b: Builder, node: Node, sub: Builder, first: int, n_recomputed: int, rename: dict[str, str],
+           stored: list[Tensor], time) -> None:
+    """Turn values the backward body recomputes into values the forward Scan emits: each one
+    the gradient nodes (or the body's outputs) read becomes a new per-step input of the
+    backward body, and the recomputation of it is dropped."""
+    body = sub.g
+    recomputed = body.nodes[first:first + n_recomputed]
+    grad_nodes = body.nodes[first + n_recomputed:]
+    made_by = {o: n for n in recomputed for o in n.outputs}
+    original = {new: old for old, new in rename.items()}
+    reads = {i for n in grad_nodes for i in n.inputs} | {v.name for v in body.outputs}
+    need = {r for r in reads if r in made_by}
+    keep: set[int] = set()             # cheap recomputed nodes, redone from stored values
+    frontier = list(need)
+    store: list[str] = []
+    while frontier:
+        r = frontier.pop()
+        producer = made_by[r]
+        if producer.op in CHEAP:
+            if id(producer) not in keep:
+                keep.add(id(producer))
+                frontier += [i for i in producer.inputs if i in made_by]
+        elif r not in store:
+            store.append(r)
+    fwd_body = node.body
+    fb = Builder(fwd_body, b.fdtype, b._ids, b.root)
+    swap: dict[str, str] = {}
+    for r in store:
+        v = body.values[r]
+        fwd_body.outputs.append(fb.identity(fb.tensor(original[r])).v)
+        outer = b.fresh(r.rsplit("_", 1)[0] + "_stored")
+        b.g.values[outer] = Value(outer, v.dtype, (time,) + tuple(v.shape))
+        node.outputs.append(outer)
+        node.attrs["scan_output_axes"] = list(node.attrs["scan_output_axes"]) + [0]
+        stored.append(b.tensor(outer))
+        swap[r] = sub.input(sub.fresh(r.rsplit("_", 1)[0] + "_t"), v.dtype, v.shape).name
+    kept = [n for n in recomputed if id(n) in keep]
+    for n in kept + grad_nodes:
+        n.inputs = [swap.get(i, i) for i in n.inputs]
+    body.outputs = [body.values[swap[v.name]] if v.name in swap else v for v in body.outputs]
+    body.nodes = body.nodes[:first] + kept + grad_nodes
+    dead = {o for n in recomputed if id(n) not in keep for o in n.outputs}
+    for name in dead:
+        body.values.pop(name, None)
+    inputs = {v.name for v in body.inputs}
+    body.outputs = [sub.identity(sub.tensor(v.name)).v if v.name in inputs else v for v in body.outputs]
+
+
+def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gouts: list, dep: set[str],
+              memory: str = "store"):
     m = node.attrs["num_scan_inputs"]
     n = len(node.inputs) - m
     body = node.body
@@ -68,7 +123,8 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     start = len(sub.g.nodes)
     step_body = Graph(inputs=body.inputs, outputs=body.outputs[: len(body.outputs) - n],
                       nodes=body.nodes[: len(body.nodes) - n], values=body.values, parent=body.parent)
-    recomputed = inline(sub, step_body, s_t + x_t)       # the step, recomputed from S_t
+    rename: dict[str, str] = {}
+    recomputed = inline(sub, step_body, s_t + x_t, rename)       # the step, recomputed from S_t
     step_nodes = sub.g.nodes[start:]
     seeds: dict[str, Tensor] = {}
     for i in range(n):
@@ -78,7 +134,7 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
         seeds[name] = sub.add(seeds[name], dy) if name in seeds else dy
     wrt = {t.name for t in s_t} | {x_t[j].name for j in want_x} | set(captures)
     pairs: dict[str, list] = {}
-    grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs)
+    grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs, memory=memory)
 
     outputs: list[Tensor] = []
     for t in s_t:
@@ -98,11 +154,14 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
         seen.add(t.name)
         final.append(t)
     sub.g.outputs = [t.v for t in final]
+    stored: list[Tensor] = []
+    if memory == "store":
+        _store(b, node, sub, start, len(step_nodes), rename, stored, time)
 
     # ----- the backward Scan, in reverse, outputs written back in time order -----
     init = [gouts[i] if gouts[i] is not None else b.zeros_like(outs[i]) for i in range(n)]
     init += [b.zeros_like(b.tensor(c)) for c in accumulated]
-    scans = saved + xs + [gouts[n + k] for k in dy_index]
+    scans = saved + xs + [gouts[n + k] for k in dy_index] + stored
     n_carry = n + len(accumulated)
     out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final[:n_carry], init)]
     for t in final[n_carry:]:

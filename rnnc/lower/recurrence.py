@@ -76,9 +76,11 @@ def _unrolled(b: Builder, traced, initial: list[Tensor], x: Tensor):
     return (b.concat(ys, axis=0) if len(ys) > 1 else ys[0]), states
 
 
-def inline(b: Builder, body: Graph, args: list[Tensor]) -> list[Tensor]:
-    """Copy the body's nodes into b's graph with fresh names, its inputs bound to args."""
-    rename = {v.name: a.name for v, a in zip(body.inputs, args)}
+def inline(b: Builder, body: Graph, args: list[Tensor], rename: dict[str, str] | None = None) -> list[Tensor]:
+    """Copy the body's nodes into b's graph with fresh names, its inputs bound to args.
+    `rename`, when given, is filled with the body name -> new name of every value."""
+    rename = {} if rename is None else rename
+    rename.update({v.name: a.name for v, a in zip(body.inputs, args)})
     for node in body.nodes:
         outs = []
         for o in node.outputs:
