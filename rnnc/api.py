@@ -25,7 +25,7 @@ from .parser import parse
 from .prune import prune
 from .resolve import resolve
 
-UNROLLS = ("static", "loop", "auto")
+UNROLLS = ("static", "loop", "fused", "auto")
 
 
 def read_spec(path: str | os.PathLike) -> tuple[str, str]:
@@ -60,9 +60,10 @@ class Built:
     """An ONNX model and what the summary shows about it."""
 
     onnx: onnx.ModelProto
-    strategies: list[tuple[str, str]]
+    strategies: list[tuple[str, str]]            # (cell path, lowering) per leaf cell run
     params: dict[str, np.ndarray]
     state_io: list[tuple[str, str, int]] = field(default_factory=list)
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)   # (cell path, lowering, why)
 
 
 def finalize(graph, keep_inputs: tuple[str, ...] = ()):
@@ -83,7 +84,8 @@ def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     if stateful:
         extra["rnnc.state"] = [{"input": i, "output": o, "size": s} for i, o, s in lw.state_io]
     proto = to_model(g, model.name, metadata(model, extra))
-    return Built(proto, lw.strategies, {k: g.initializers[k] for k in g.params}, lw.state_io)
+    return Built(proto, lw.strategies, {k: g.initializers[k] for k in g.params}, lw.state_io,
+                 list(lw.runner.decisions))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -110,7 +112,7 @@ class CompileResult:
 
 
 def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unroll: str = "auto",
-            seed: int = 0, stateful: bool = False) -> CompileResult:
+            seed: int = 0, stateful: bool = False, memory: str = "store") -> CompileResult:
     """Compile a spec into a folder: infer.onnx; eval.onnx and train.onnx when the spec has a
     loss; infer_stateful.onnx with `stateful`. Nothing is written unless everything compiled."""
     if unroll not in UNROLLS:
@@ -124,7 +126,7 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
         from .training_graph import build_eval, build_train
 
         files.append((out_dir / "eval.onnx", build_eval(model, unroll, seed=seed)))
-        files.append((out_dir / "train.onnx", build_train(model, unroll, seed=seed).onnx))
+        files.append((out_dir / "train.onnx", build_train(model, unroll, seed=seed, memory=memory).onnx))
     if stateful:
         files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
     for path, proto in files:

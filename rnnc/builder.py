@@ -135,10 +135,12 @@ class Builder:
 
     def node(self, op: str, inputs: list, outputs: list[tuple[str, Shape]], attrs: dict | None = None,
              body: Graph | None = None) -> list[Tensor]:
-        """A node with several outputs, given as (dtype, shape) pairs."""
+        """A node with several outputs, given as (dtype, shape) pairs; a None input is an
+        omitted optional input."""
         names = [self.fresh(op.lower()) for _ in outputs]
         vals = [self._value(n, d, s) for n, (d, s) in zip(names, outputs)]
-        self.g.nodes.append(Node(op, [t.name for t in inputs], names, dict(attrs or {}), body))
+        self.g.nodes.append(Node(op, [t.name if t is not None else "" for t in inputs], names,
+                                 dict(attrs or {}), body))
         return [Tensor(self, v) for v in vals]
 
     # ----- elementwise -----

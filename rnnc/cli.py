@@ -78,18 +78,21 @@ def check(spec):
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default: ./<model name>/).")
-@click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True,
+@click.option("--unroll", type=click.Choice(["static", "loop", "fused", "auto"]), default="auto", show_default=True,
               help="Lowering for cell runs that name none in the spec.")
 @click.option("--stateful", is_flag=True, help="Also write infer_stateful.onnx (state inputs and outputs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
+@click.option("--memory", type=click.Choice(["store", "recompute"]), default="store", show_default=True,
+              help="What train.onnx's loops keep for the backward pass: every value it reads, or the states only.")
+@click.option("--explain", is_flag=True, help="Print the lowering chosen for each cell run, and why.")
 @guarded
-def compile(spec, out, unroll, stateful, seed):
+def compile(spec, out, unroll, stateful, seed, memory, explain):
     """Compile SPEC into ONNX models in a folder."""
     from . import api
     from .summary import summarize
 
-    result = api.compile(spec, out=out, unroll=unroll, seed=seed, stateful=stateful)
-    click.echo(summarize(result))
+    result = api.compile(spec, out=out, unroll=unroll, seed=seed, stateful=stateful, memory=memory)
+    click.echo(summarize(result, explain))
 
 
 @main.command()
@@ -129,7 +132,7 @@ def run(model, inputs, out):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, split and batch order.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any training option.")
 @click.option("--resume", is_flag=True, help="Continue the run in the folder from its last checkpoint.")
-@click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True)
+@click.option("--unroll", type=click.Choice(["static", "loop", "fused", "auto"]), default="auto", show_default=True)
 @click.option("--checkpoint-every", type=int, default=0, show_default=True,
               help="Also checkpoint every N steps (always at the end of each epoch).")
 @click.option("--init", type=click.Path(),

@@ -34,7 +34,7 @@ def weights():
 @click.option("--map", "maps", multiple=True, metavar="RNNC=SOURCE",
               help="Name prefix in FILE of an rnnc path (a cell run, a layer, a dense target); repeatable.")
 @click.option("--allow-extra", is_flag=True, help="Ignore tensors of FILE that match no parameter.")
-@click.option("--unroll", type=click.Choice(["static", "loop", "auto"]), default="auto", show_default=True)
+@click.option("--unroll", type=click.Choice(["static", "loop", "fused", "auto"]), default="auto", show_default=True)
 @click.option("--stateful", is_flag=True, help="Also write infer_stateful.onnx.")
 @_guarded
 def import_(spec, file, layout, out, maps, allow_extra, unroll, stateful):

@@ -24,7 +24,7 @@ def _count_nodes(graph: onnx.GraphProto) -> int:
     return n
 
 
-def summarize(result) -> str:
+def summarize(result, explain: bool = False) -> str:
     proto = result.infer.onnx
     n_params = sum(int(a.size) for a in result.infer.params.values())
     lines = [f"model {result.model.name} -> {result.out}/"]
@@ -33,6 +33,9 @@ def summarize(result) -> str:
     lines.append("  outputs: " + "; ".join(_io(v) for v in proto.graph.output))
     lines.append(f"  parameters: {n_params:,} in {len(result.infer.params)} tensors; "
                  f"nodes: {_count_nodes(proto.graph)} (loop bodies included)")
-    for instance, strategy in result.infer.strategies:
-        lines.append(f"  run of cell '{instance}': {strategy}")
+    for path, strategy, why in result.infer.decisions:
+        lines.append(f"  run of cell '{path}': {strategy}" + (f" — {why}" if explain else ""))
+    if explain and result.model.loss is not None:
+        lines.append("  (eval.onnx lowers the same way; train.onnx never uses fused operators, which rnnc cannot "
+                     "differentiate: there auto is static or loop)")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import onnx
 from .metadata import metadata
 from .export import to_model
 from .api import finalize
-from .grad.reverse import backprop
+from .grad.reverse import param_gradients
 from .ir import Model
 from .lower.model import ModelLowering, _rename_output
 from .optim import apply_updates, slot_names
@@ -39,10 +39,11 @@ class TrainModel:
 
 
 def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stateful: bool,
-                window: bool = False) -> tuple[ModelLowering, list]:
+                window: bool = False, training: bool = True) -> tuple[ModelLowering, list]:
     if model.loss is None:
         raise ValueError("the spec has no loss")
     lw = ModelLowering(model, fdtype, seed, unroll, weights)
+    lw.training = training
     lw.expose_state = stateful
     lw.window = window
     outs = [_rename_output(lw.b, lw.lower(model.loss), "loss")]
@@ -53,7 +54,7 @@ def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stat
 
 def build_eval(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
                weights: dict | None = None) -> onnx.ModelProto:
-    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False)
+    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False, training=False)
     lw.g.outputs = [t.v for t in outs]
     g = finalize(lw.g)
     return to_model(g, model.name, metadata(model, {"rnnc.kind": "eval"}))
@@ -81,7 +82,7 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     init_values = {n: g.initializers[n] for n in param_names}
     data_inputs = [v.name for v in g.inputs]
 
-    grads = backprop(b, list(g.nodes), {loss.name: b.const(1.0)}, set(param_names), memory=memory)
+    grads = param_gradients(b, list(g.nodes), {loss.name: b.const(1.0)}, param_names, memory=memory)
     params = {n: b.tensor(n) for n in param_names}
     slot_kinds = slot_names(cfg.optimizer, dict(cfg.optimizer_args))
     slots = {n: {k: b.input(f"{n}.{k}", b.fdtype, params[n].shape) for k in slot_kinds} for n in param_names}
@@ -120,7 +121,7 @@ def build_grad(model: Model, unroll: str = "auto", fdtype: str = "f64", seed: in
     lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False)
     g, b = lw.g, lw.b
     names = list(g.params) + [n for n in wrt_inputs]
-    grads = backprop(b, list(g.nodes), {outs[0].name: b.const(1.0)}, set(names), memory=memory)
+    grads = param_gradients(b, list(g.nodes), {outs[0].name: b.const(1.0)}, names, memory=memory)
     outputs = [outs[0]]
     for n in names:
         t = grads.get(n) or b.zeros_like(b.tensor(n))

@@ -327,7 +327,6 @@ def test_compiling_section_5_names_seq2seq(examples, tmp_path):
 
 
 @pytest.mark.parametrize("cell, run, what, where", [
-    ("gru(4)", "r(x, unroll=fused)", "unroll=fused", "4:22"),
     ("lstm(4) | dropout(output_keep=0.9)", "r(x)", "dropout", "3:20"),
     ("lstm(4) on cuda:0", "r(x)", "placement `on cuda:0`", "3:21"),
 ])

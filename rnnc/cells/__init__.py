@@ -28,6 +28,7 @@ class StepCell:
     params: dict[str, ParamSpec]
     step: Step = field(compare=False)
     doc: str = ""
+    options: dict = field(default_factory=dict, compare=False)   # resolved options of a built-in
 
     @property
     def state_names(self) -> tuple[str, ...]:

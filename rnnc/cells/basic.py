@@ -17,4 +17,5 @@ def basic(input_size: int, units: int, activation: str = "tanh") -> StepCell:
         return h2, (h2,)
 
     params = {"W": glorot(input_size, units), "U": glorot(units, units), "b": vector(units)}
-    return StepCell("basic", input_size, (("h", units),), units, params, step, __doc__)
+    return StepCell("basic", input_size, (("h", units),), units, params, step, __doc__,
+                    {"activation": activation})

@@ -51,4 +51,5 @@ def gru(input_size: int, units: int, reset_after: bool = False) -> StepCell:
     if reset_after:
         params["bU"] = vector(3 * units)
     kind = "gru"
-    return StepCell(kind, input_size, (("h", units),), units, params, step, __doc__)
+    return StepCell(kind, input_size, (("h", units),), units, params, step, __doc__,
+                    {"reset_after": reset_after})

@@ -73,4 +73,5 @@ def lstm(input_size: int, units: int, forget_bias: float = 1.0, peepholes: bool 
         params.update(wi=vector(units), wf=vector(units), wo=vector(units))
     if proj:
         params["P"] = ParamSpec((units, proj), "glorot")
-    return StepCell("lstm", input_size, (("c", units), ("h", out)), out, params, step, __doc__)
+    options = {"forget_bias": forget_bias, "peepholes": peepholes, "proj": proj, "clip": clip}
+    return StepCell("lstm", input_size, (("c", units), ("h", out)), out, params, step, __doc__, options)

@@ -78,3 +78,25 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
             if name:
                 add(name, g)
     return grads
+
+
+def param_gradients(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], params: list[str],
+                    memory: str = "store") -> dict[str, Tensor]:
+    """Gradients of `params`. A weight read by several MatMuls (every step of a static
+    unroll) gets Σ aᵀ·dz as one MatMul over the stacked (a, dz) pairs, not one per use
+    followed by a chain of Adds."""
+    uses: dict[str, int] = {}
+    for n in nodes:
+        if n.op == "MatMul" and n.inputs[1] in params and b.g.lookup(n.inputs[1]).rank == 2:
+            uses[n.inputs[1]] = uses.get(n.inputs[1], 0) + 1
+    intercept = {p for p, k in uses.items() if k > 1}
+    pairs: dict[str, list] = {}
+    grads = backprop(b, nodes, seeds, set(params), intercept=intercept, pairs=pairs, memory=memory)
+    for p, found in pairs.items():
+        left = [b.flatten_leading(a) if a.rank != 2 else a for a, _ in found]
+        right = [b.flatten_leading(g) if g.rank != 2 else g for _, g in found]
+        a_all = b.concat(left, axis=0) if len(left) > 1 else left[0]
+        g_all = b.concat(right, axis=0) if len(right) > 1 else right[0]
+        dw = b.matmul(b.transpose(a_all, [1, 0]), g_all)
+        grads[p] = b.add(grads[p], dw) if p in grads else dw
+    return grads

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..builder import Builder, Tensor
 from ..cells import ParamSpec
 from ..ir import Bi, Leaf, Project, Residual, Stack, state_layout
+from .fused import fusable, run_fused
 from .recurrence import run_cell, zero_state
 
 
@@ -18,15 +19,24 @@ class CellRunner:
     def __init__(self, b: Builder, param):
         self.b = b
         self.param = param   # (name, ParamSpec) -> Tensor, shared by name
+        self.decisions: list[tuple[str, str, str]] = []   # (cell path, lowering, why) per leaf
 
     def run(self, cell, prefix: str, x: Tensor, mask: Tensor | None, lengths: Tensor | None,
-            initial: dict[str, Tensor], strategy: str) -> tuple[Tensor, dict[str, Tensor]]:
+            initial: dict[str, Tensor], strategy) -> tuple[Tensor, dict[str, Tensor]]:
+        """`strategy` is (loop lowering "static"|"loop", why, fuse wanted: bool)."""
         b = self.b
         if isinstance(cell, Leaf):
             params = {k: self.param(f"{prefix}.{k}", spec) for k, spec in cell.cell.params.items()}
             init = [initial.get(n) if initial.get(n) is not None else zero_state(b, x, size)
                     for n, size in cell.cell.state]
-            y, final = run_cell(b, cell.cell, params, x, init, mask, strategy)
+            base, why, fuse = strategy
+            not_fusable = fusable(cell.cell, x.dtype) if fuse else None
+            if fuse and not_fusable is None:
+                self.decisions.append((prefix, "fused", "ONNX's own operator computes exactly this cell"))
+                y, final = run_fused(b, cell.cell, params, x, init, lengths)
+            else:
+                self.decisions.append((prefix, base, f"{not_fusable}; {why}" if not_fusable else why))
+                y, final = run_cell(b, cell.cell, params, x, init, mask, base)
             return y, dict(zip(cell.cell.state_names, final))
         if isinstance(cell, Stack):
             final: dict[str, Tensor] = {}

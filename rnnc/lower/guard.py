@@ -1,10 +1,10 @@
-"""Guard each loop of an inference model against empty input.
+"""Guard each recurrence of a model against empty input.
 
 onnxruntime 1.31's Scan crashes the process (SIGFPE) when its sequence input is empty (no
-steps, or an empty batch). An inference model must run for any batch and any length, so
-each top-level Scan is wrapped in
+steps, or an empty batch), and its LSTM/GRU/RNN kernels crash (SIGSEGV) the same way. A
+model must run for any batch and any length, so each such top-level node is wrapped in
 
-    If(Size(x) == 0, then: (initial states, empty outputs), else: Scan(...))
+    If(Size(x) == 0, then: (initial states, empty outputs), else: the node)
 
 which returns what zero steps compute: the initial state, and outputs with no elements.
 """
@@ -17,56 +17,96 @@ from onnx import numpy_helper
 
 from ..graph import NUMPY_DTYPES, Graph, Node, Value
 
+RNN_OPS = ("LSTM", "GRU", "RNN")
 
-def guard_empty_scans(graph: Graph) -> Graph:
-    ids = itertools.count()
-    fresh = lambda hint: f"{hint}_guard{next(ids)}"   # noqa: E731
-    nodes = []
-    for node in graph.nodes:
-        if node.op != "Scan":
-            nodes.append(node)
-            continue
-        m = node.attrs["num_scan_inputs"]
-        n = len(node.inputs) - m
-        xs0 = graph.values[node.inputs[n]]
-        size, zero, empty = fresh("size"), fresh("zero"), fresh("empty")
-        graph.initializers[zero] = np.array(0, np.int64)
-        graph.values[zero] = Value(zero, "i64", ())
-        nodes.append(Node("Size", [xs0.name], [size]))
-        nodes.append(Node("Equal", [size, zero], [empty]))
-        for name, dtype in ((size, "i64"), (empty, "bool")):
-            graph.values[name] = Value(name, dtype, ())
 
-        then_g = Graph(parent=graph)
-        then_outs = []
-        for i, out in enumerate(node.outputs):
-            v = graph.values[out]
-            o = fresh(out)
-            if i < n:
-                then_g.nodes.append(Node("Identity", [node.inputs[i]], [o]))
-            else:   # [batch, time, rest...] with no elements
-                lead, shape = fresh("lead"), fresh("shape")
-                rest = fresh("rest")
-                graph.initializers[rest] = np.array([d for d in v.shape[2:]], np.int64)
-                graph.values[rest] = Value(rest, "i64", (len(v.shape) - 2,))
-                then_g.nodes.append(Node("Shape", [xs0.name], [lead], {"start": 0, "end": 2}))
-                then_g.nodes.append(Node("Concat", [lead, rest], [shape], {"axis": 0}))
-                zero_value = numpy_helper.from_array(np.zeros(1, NUMPY_DTYPES[v.dtype]))
-                then_g.nodes.append(Node("ConstantOfShape", [shape], [o], {"value": zero_value}))
-                for nm, dt, sh in ((lead, "i64", (2,)), (shape, "i64", (len(v.shape),))):
-                    then_g.values[nm] = Value(nm, dt, sh)
-            then_g.values[o] = Value(o, v.dtype, v.shape)
-            then_outs.append(then_g.values[o])
-        then_g.outputs = then_outs
+class _Guard:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.ids = itertools.count()
 
-        else_g = Graph(parent=graph)
-        renamed = [fresh(o) for o in node.outputs]
-        else_g.nodes.append(Node("Scan", node.inputs, renamed, node.attrs, node.body))
-        node.body.parent = else_g
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_guard{next(self.ids)}"
+
+    def const(self, values, dtype="i64") -> str:
+        name = self.fresh("c")
+        arr = np.array(values, NUMPY_DTYPES[dtype])
+        self.g.initializers[name] = arr
+        self.g.values[name] = Value(name, dtype, arr.shape)
+        return name
+
+    def empty_like(self, branch: Graph, out: Value, dims: list[str]) -> str:
+        """A zero-element tensor of out's dtype whose shape is the concatenation of `dims`
+        (names of i64 vectors, computed in the branch)."""
+        shape, o = self.fresh("shape"), self.fresh(out.name)
+        branch.nodes.append(Node("Concat", dims, [shape], {"axis": 0}))
+        branch.values[shape] = Value(shape, "i64", (len(out.shape),))
+        zero = numpy_helper.from_array(np.zeros(1, NUMPY_DTYPES[out.dtype]))
+        branch.nodes.append(Node("ConstantOfShape", [shape], [o], {"value": zero}))
+        branch.values[o] = Value(o, out.dtype, out.shape)
+        return o
+
+    def dims_of(self, branch: Graph, x: str, start: int, end: int) -> str:
+        d = self.fresh("dims")
+        branch.nodes.append(Node("Shape", [x], [d], {"start": start, "end": end}))
+        branch.values[d] = Value(d, "i64", (end - start,))
+        return d
+
+    def identity(self, branch: Graph, src: str, like: Value) -> str:
+        o = self.fresh(like.name)
+        branch.nodes.append(Node("Identity", [src], [o]))
+        branch.values[o] = Value(o, like.dtype, like.shape)
+        return o
+
+    def then_outputs(self, node: Node, branch: Graph) -> list[str]:
+        outs = [self.g.values[o] for o in node.outputs]
+        if node.op == "Scan":
+            n = len(node.inputs) - node.attrs["num_scan_inputs"]
+            xs0 = node.inputs[n]
+            result = [self.identity(branch, node.inputs[i], outs[i]) for i in range(n)]
+            for v in outs[n:]:            # [time, batch, rest...] with no elements
+                # a dim known only at run time (e.g. attention over src_time): any size of an
+                # empty tensor will do, 0 here
+                rest = self.const([d if isinstance(d, int) else 0 for d in v.shape[2:]])
+                result.append(self.empty_like(branch, v, [self.dims_of(branch, xs0, 0, 2), rest]))
+            return result
+        # LSTM/GRU/RNN: Y [T, 1, B, H] empty; Y_h (and LSTM's Y_c) are the initial states
+        x = node.inputs[0]
+        hidden = node.attrs["hidden_size"]
+        y = self.empty_like(branch, outs[0], [self.dims_of(branch, x, 0, 1), self.const([1]),
+                                              self.dims_of(branch, x, 1, 2), self.const([hidden])])
+        result = [y, self.identity(branch, node.inputs[5], outs[1])]
+        if node.op == "LSTM":
+            result.append(self.identity(branch, node.inputs[6], outs[2]))
+        return result
+
+    def wrap(self, node: Node) -> list[Node]:
+        x = node.inputs[len(node.inputs) - node.attrs["num_scan_inputs"]] if node.op == "Scan" else node.inputs[0]
+        size, zero, empty = self.fresh("size"), self.const(0), self.fresh("empty")
+        self.g.values[size] = Value(size, "i64", ())
+        self.g.values[empty] = Value(empty, "bool", ())
+        then_g = Graph(parent=self.g)
+        then_g.outputs = [then_g.values[o] for o in self.then_outputs(node, then_g)]
+        else_g = Graph(parent=self.g)
+        renamed = [self.fresh(o) for o in node.outputs]
+        else_g.nodes.append(Node(node.op, node.inputs, renamed, node.attrs, node.body))
+        if node.body is not None:
+            node.body.parent = else_g
         for o, r in zip(node.outputs, renamed):
-            v = graph.values[o]
+            v = self.g.values[o]
             else_g.values[r] = Value(r, v.dtype, v.shape)
         else_g.outputs = [else_g.values[r] for r in renamed]
-        nodes.append(Node("If", [empty], list(node.outputs), {"then_branch": then_g, "else_branch": else_g}))
+        return [Node("Size", [x], [size]), Node("Equal", [size, zero], [empty]),
+                Node("If", [empty], list(node.outputs), {"then_branch": then_g, "else_branch": else_g})]
+
+
+def guard_empty_scans(graph: Graph) -> Graph:
+    guard = _Guard(graph)
+    nodes = []
+    for node in graph.nodes:
+        if node.op == "Scan" or node.op in RNN_OPS:
+            nodes += guard.wrap(node)
+        else:
+            nodes.append(node)
     graph.nodes = nodes
     return graph

@@ -20,12 +20,18 @@ from .recurrence import length_mask
 AUTO_STATIC_MAX_STEPS = 64
 
 
-def choose_strategy(unroll: str | None, default: str, time_dim) -> str:
-    """`auto`: static when the time dim is fixed and at most 64 steps, else one loop."""
+def choose_strategy(unroll: str | None, default: str, time_dim, training: bool = False) -> tuple[str, str, bool]:
+    """(loop lowering, why, fuse wanted) for a cell run. `auto`: ONNX's fused operators for
+    inference where exact; else static when the time dim is fixed and at most 64 steps (no
+    per-step loop overhead), else one loop (any length, a small graph)."""
     u = unroll or default
-    if u == "auto":
-        return "static" if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS else "loop"
-    return u
+    fuse = u in ("auto", "fused") and not training
+    if u in ("static", "loop"):
+        return u, f"unroll={u} asked for", False
+    if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS:
+        return "static", f"{time_dim} fixed steps ≤ {AUTO_STATIC_MAX_STEPS}: unrolled", fuse
+    why = "time dim is not fixed" if not isinstance(time_dim, int) else f"{time_dim} steps > {AUTO_STATIC_MAX_STEPS}"
+    return "loop", f"{why}: one loop", fuse
 
 
 class ModelLowering:
@@ -39,12 +45,12 @@ class ModelLowering:
         self.g = Graph()
         self.b = Builder(self.g, fdtype)
         self.memo: dict[int, object] = {}
-        self.strategies: list[tuple[str, str]] = []
         self.runner = CellRunner(self.b, self.param)
         self.inputs: dict[str, Tensor] = {}
         # state parts of runs exposed as extra inputs/outputs (stateful models, tbptt)
         self.expose_state = False
         self.window = False
+        self.training = False         # a graph that will be differentiated: no fused operators
         self.state_io: list[tuple[str, str, int]] = []      # (input name, output name, size)
         self.extra_outputs: list[Tensor] = []
 
@@ -71,6 +77,11 @@ class ModelLowering:
         return self.inputs[name]
 
     # ----- expressions -----
+    @property
+    def strategies(self) -> list[tuple[str, str]]:
+        """(cell path, lowering) of every leaf cell run."""
+        return [(p, s) for p, s, _ in self.runner.decisions]
+
     def lower(self, e: Expr):
         key = id(e)
         if key not in self.memo:
@@ -119,8 +130,7 @@ class ModelLowering:
     def _run(self, e: Expr, args):
         x, lengths, *initial = args
         cell, instance = e.attrs["cell"], e.attrs["instance"]
-        strategy = choose_strategy(e.attrs["unroll"], self.unroll, x.shape[1])
-        self.strategies.append((instance, strategy))
+        strategy = choose_strategy(e.attrs["unroll"], self.unroll, x.shape[1], self.training)
         xt = self.b.transpose(x, [1, 0, 2])       # the recurrence runs time-major
         mask = None
         if lengths is not None:
