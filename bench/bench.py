@@ -1,12 +1,17 @@
 """rnnc against PyTorch eager and onnxruntime-on-torch-export, interleaved in one run.
 
-    python bench/bench.py [--workloads W1,W2] [--repeats 20] [--json out.json] [--memory]
+    python bench/bench.py [--workloads W1,W2] [--repeats 21] [--json out.json] [--memory] [--compile]
 
 For each workload: rnnc inference per lowering (static, loop, auto) and one training step
 (auto), PyTorch eager forward and training step (nn.RNN/LSTM + Adam), and onnxruntime on
 the torch-exported forward; medians of `repeats` runs after warm-up, 2 threads, libraries
 interleaved with a short pause between them. Prints a table of ratios to PyTorch eager and
 writes JSON. torch is a bench-only extra (`pip install torch==2.13.0`).
+
+--memory: W6's training memory, each framework (and rnnc memory policy) in a fresh
+subprocess: peak RSS over 3 training steps minus the RSS just before the first step (model,
+weights, optimizer state and batch already loaded), at T=500 and T=2000.
+--compile: the wall time of `rnnc compile` as a whole command for every bundled spec.
 """
 from __future__ import annotations
 
@@ -104,7 +109,7 @@ def rnnc_runners(w: dict, data: dict):
 
 
 # ----- PyTorch -----
-def torch_runners(w: dict, data: dict):
+def torch_runners(w: dict, data: dict, export: bool = True):
     import torch
 
     torch.set_num_threads(THREADS)
@@ -142,6 +147,8 @@ def torch_runners(w: dict, data: dict):
         opt.step()
 
     runners = {"torch eager fwd": fwd, "torch train step": step}
+    if not export:
+        return runners
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False,
@@ -183,17 +190,92 @@ def spec_summary(w: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in w.items())
 
 
+# ----- memory (one framework per fresh process) -----
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(framework: str, T: int, policy: str) -> None:
+    w = dict(WORKLOADS["W6"], T=T)
+    data = data_for(w, np.random.default_rng(0))
+    if framework == "torch":
+        step = torch_runners(w, data, export=False)["torch train step"]
+    else:
+        from rnnc.api import check
+        from rnnc.training_graph import build_train
+
+        tm = build_train(check("bench.rnn", text=spec_for(w)), "auto", memory=policy)
+        sess = ort_session(tm.onnx.SerializeToString())
+        state = {**tm.params, **tm.slots}
+        feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64)}
+        names = ["loss"] + [f"{k}.next" for k in state]
+
+        def step():
+            out = sess.run(names, {**feeds, **state})
+            state.update(zip(state, out[1:]))
+    Path("/proc/self/clear_refs").write_text("5")      # reset the peak (VmHWM) to the current RSS
+    before = _rss_kib("VmRSS")
+    for _ in range(3):
+        step()
+    print(json.dumps({"peak_minus_before_mib": (_rss_kib("VmHWM") - before) / 1024, "before_mib": before / 1024}))
+
+
+def memory(out: dict) -> None:
+    import subprocess
+
+    print("\nW6 training memory (MiB): peak RSS over 3 steps minus RSS before the first step")
+    runs = [("torch", "-"), ("rnnc", "store"), ("rnnc", "recompute")]
+    for T in (500, 2000):
+        for fw, policy in runs:
+            r = subprocess.run([sys.executable, __file__, "--memory-child", fw, str(T), policy],
+                               capture_output=True, text=True)
+            if r.returncode:
+                print(f"  T={T} {fw} {policy}: failed: {r.stderr.strip().splitlines()[-1:]}")
+                continue
+            m = json.loads(r.stdout.strip().splitlines()[-1])
+            out[f"mem {fw} {policy} T={T}"] = m
+            print(f"  T={T:5d} {fw:6s} {policy:10s} {m['peak_minus_before_mib']:8.1f}   (before: {m['before_mib']:.0f})")
+
+
+def compile_times(out: dict) -> None:
+    import subprocess
+
+    print("\nrnnc compile, whole command (s)")
+    exe = Path(sys.executable).with_name("rnnc")
+    for spec in sorted(Path(__file__).resolve().parents[1].glob("specs/*.rnn")):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            subprocess.run([str(exe), "compile", str(spec), "-o", tmp], check=True, capture_output=True)
+            dt = time.perf_counter() - t
+        out[f"compile {spec.name}"] = dt
+        print(f"  {spec.name:24s} {dt:6.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--json", default="bench/results.json")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--memory-child", nargs=3, metavar=("FRAMEWORK", "T", "POLICY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
     except ImportError:
         sys.exit("bench needs torch: pip install torch==2.13.0")
-    results = bench(args.workloads.split(","), args.repeats)
+    if args.memory_child:
+        fw, T, policy = args.memory_child
+        memory_child(fw, int(T), policy)
+        return
+    results = bench([w for w in args.workloads.split(",") if w], args.repeats)
+    if args.memory:
+        memory(results)
+    if args.compile:
+        compile_times(results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
 

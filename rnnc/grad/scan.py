@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ..builder import Builder, Tensor
 from ..graph import FLOAT_DTYPES, Graph, Node, Value
+from ..lower.hoist import hoist_invariants
 from ..lower.recurrence import inline
 from .reverse import backprop
 
@@ -94,8 +95,6 @@ def _store(b: Builder, node: Node, sub: Builder, first: int, n_recomputed: int, 
     dead = {o for n in recomputed if id(n) not in keep for o in n.outputs}
     for name in dead:
         body.values.pop(name, None)
-    inputs = {v.name for v in body.inputs}
-    body.outputs = [sub.identity(sub.tensor(v.name)).v if v.name in inputs else v for v in body.outputs]
 
 
 def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gouts: list, dep: set[str],
@@ -136,47 +135,65 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     pairs: dict[str, list] = {}
     grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs, memory=memory)
 
-    outputs: list[Tensor] = []
+    carries: list[Tensor] = []
     for t in s_t:
-        outputs.append(grads.get(t.name) or sub.zeros_like(t))
+        carries.append(grads.get(t.name) or sub.zeros_like(t))
     for c, a in zip(accumulated, acc):
-        outputs.append(sub.add(a, grads[c]) if c in grads else sub.identity(a))
-    for j in want_x:
-        outputs.append(grads.get(x_t[j].name) or sub.zeros_like(x_t[j]))
+        carries.append(sub.add(a, grads[c]) if c in grads else sub.identity(a))
+    per_step = [grads.get(x_t[j].name) or sub.zeros_like(x_t[j]) for j in want_x]
     pair_list = [(c, a, g) for c in factored for a, g in pairs.get(c, [])]
     for _, a, g in pair_list:
-        outputs += [a, g]
-    seen: set[str] = {v.name for v in sub.g.inputs}
-    final = []
-    for t in outputs:          # body outputs must be distinct and not inputs
-        if t.name in seen:
-            t = sub.identity(t)
-        seen.add(t.name)
-        final.append(t)
-    sub.g.outputs = [t.v for t in final]
+        per_step += [a, g]
+    sub.g.outputs = [t.v for t in carries + per_step]
     stored: list[Tensor] = []
     if memory == "store":
         _store(b, node, sub, start, len(step_nodes), rename, stored, time)
+    hoist_invariants(b, sub.g)
+    names = [v.name for v in sub.g.outputs]
+    carry_names, step_names = names[:len(carries)], names[len(carries):]
+
+    # a per-step value the backward body received as input is the outer tensor it came from;
+    # one emitted per distinct value (dz of the input projection is also the dz of U's pairs)
+    body_in = [v.name for v in sub.g.inputs]
+    n_carry = n + len(accumulated)
+    outer_scans = saved + xs + [gouts[n + k] for k in dy_index] + stored
+    outer_of = dict(zip(body_in[n_carry:], outer_scans))
+    seen: set[str] = set(body_in)
+    final_carries = []
+    for name in carry_names:          # carried values must be distinct and not inputs
+        t = sub.tensor(name)
+        if name in seen:
+            t = sub.identity(t)
+        seen.add(t.name)
+        final_carries.append(t)
+    emitted: list[Tensor] = []
+    where: list = []                  # per request: ("outer", Tensor) or ("out", index)
+    for name in step_names:
+        if name in outer_of:
+            where.append(("outer", outer_of[name]))
+            continue
+        known = [i for i, t in enumerate(emitted) if t.name == name]
+        if not known:
+            emitted.append(sub.tensor(name))
+            known = [len(emitted) - 1]
+        where.append(("out", known[0]))
+    sub.g.outputs = [t.v for t in final_carries + emitted]
 
     # ----- the backward Scan, in reverse, outputs written back in time order -----
     init = [gouts[i] if gouts[i] is not None else b.zeros_like(outs[i]) for i in range(n)]
     init += [b.zeros_like(b.tensor(c)) for c in accumulated]
-    scans = saved + xs + [gouts[n + k] for k in dy_index] + stored
-    n_carry = n + len(accumulated)
-    out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final[:n_carry], init)]
-    for t in final[n_carry:]:
-        out_types.append((t.dtype, (time,) + tuple(t.shape)))
-    k_out = len(final) - n_carry
-    attrs = {"num_scan_inputs": len(scans), "scan_input_axes": [0] * len(scans),
-             "scan_input_directions": [1] * len(scans), "scan_output_axes": [0] * k_out,
-             "scan_output_directions": [1] * k_out}
-    results = b.node("Scan", init + scans, out_types, attrs, sub.g)
+    out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final_carries, init)]
+    out_types += [(t.dtype, (time,) + tuple(t.shape)) for t in emitted]
+    attrs = {"num_scan_inputs": len(outer_scans), "scan_input_axes": [0] * len(outer_scans),
+             "scan_input_directions": [1] * len(outer_scans), "scan_output_axes": [0] * len(emitted),
+             "scan_output_directions": [1] * len(emitted)}
+    results = b.node("Scan", init + outer_scans, out_types, attrs, sub.g)
 
     d_init = results[:n]
     d_acc = dict(zip(accumulated, results[n:n_carry]))
-    rest = results[n_carry:]
-    d_xs = dict(zip(want_x, rest[: len(want_x)]))
-    rest = rest[len(want_x):]
+    per_step_out = [t if kind == "outer" else results[n_carry + t] for kind, t in where]
+    d_xs = dict(zip(want_x, per_step_out[: len(want_x)]))
+    rest = per_step_out[len(want_x):]
     gcaps: dict[str, Tensor] = dict(d_acc)
     for i, (c, _, _) in enumerate(pair_list):
         a_all, g_all = rest[2 * i], rest[2 * i + 1]

@@ -115,3 +115,17 @@ def _lift_per_step(b: Builder, body: Graph, node: Node, outer_seq: dict[str, Ten
         outer_seq[o] = Tensor(b, ov)
         outs.append(name)
     b.g.nodes.append(Node(node.op, ins, outs, dict(node.attrs)))
+
+
+def hoist_invariants(b: Builder, body: Graph) -> None:
+    """Move the nodes of `body` that read only values from outside it (weights, their
+    transposes) in front of the loop, into b's graph."""
+    defined = {v.name for v in body.inputs}
+    kept = []
+    for node in body.nodes:
+        if node.body is None and not any(i in defined for i in node.inputs if i):
+            _move_invariant(b, body, node)
+        else:
+            kept.append(node)
+            defined.update(node.outputs)
+    body.nodes = kept
