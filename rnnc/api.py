@@ -114,7 +114,8 @@ class CompileResult:
 def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unroll: str = "auto",
             seed: int = 0, stateful: bool = False, memory: str = "store") -> CompileResult:
     """Compile a spec into a folder: infer.onnx; eval.onnx and train.onnx when the spec has a
-    loss; infer_stateful.onnx with `stateful`. Nothing is written unless everything compiled."""
+    loss; infer_stateful.onnx with `stateful`; encoder.onnx and decoder_step.onnx with a
+    seq2seq block. Nothing is written unless everything compiled."""
     if unroll not in UNROLLS:
         raise ValueError(f"unroll must be one of {', '.join(UNROLLS)}")
     model = check(spec, unroll=unroll)
@@ -129,6 +130,9 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
         files.append((out_dir / "train.onnx", build_train(model, unroll, seed=seed, memory=memory).onnx))
     if stateful:
         files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
+    from .seq2seq.export import seq2seq_files   # encoder.onnx, decoder_step.onnx (seq2seq)
+
+    files += [(out_dir / name, proto) for name, proto in seq2seq_files(model, unroll, seed=seed).items()]
     for path, proto in files:
         write_atomic(path, proto.SerializeToString())
     return CompileResult(model, out_dir, [p for p, _ in files], infer)

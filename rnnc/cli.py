@@ -99,14 +99,19 @@ def compile(spec, out, unroll, stateful, seed, memory, explain):
 @click.argument("model", type=click.Path(exists=False))
 @click.argument("inputs", nargs=-1)
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the outputs to this .npz file.")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False),
+              help="Models with vocabularies: one source text per line, as a batch.")
 @guarded
-def run(model, inputs, out):
-    """Run MODEL (a folder or an .onnx file) on inputs given as name=file.npy."""
+def run(model, inputs, out, text_file):
+    """Run MODEL (a folder or an .onnx file) on inputs given as name=file.npy; for models
+    with vocabularies also name="some text" (or --text FILE), and text outputs are printed
+    as text."""
     from .api import write_atomic
-    from .runtime import load_array, run as run_model
+    from .runtime import model_file, run_session, session
+    from .seq2seq.textio import decoded_outputs, feeds as text_feeds
 
-    feeds = dict(load_array(s) for s in inputs)
-    results = run_model(model, feeds)
+    sess = session(model_file(model))
+    results = run_session(sess, text_feeds(sess, list(inputs), text_file))
     if out:
         import io
 
@@ -116,7 +121,13 @@ def run(model, inputs, out):
         click.echo(f"wrote {', '.join(results)} to {out}")
         return
     np.set_printoptions(precision=5, suppress=True, threshold=200, edgeitems=3)
+    texts = decoded_outputs(sess, results)
     for name, value in results.items():
+        if name in texts:
+            click.echo(f"{name}: text[{len(texts[name])}]")
+            for line in texts[name]:
+                click.echo(f"  {line}")
+            continue
         click.echo(f"{name}: {value.dtype}{list(value.shape)}\n{value}")
 
 
@@ -166,12 +177,15 @@ def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, un
 @main.command(name="eval")
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--decode", metavar="greedy(...)|beam(...)",
+              help="seq2seq: decode this way instead of the spec's decode line, e.g. 'beam(width=4, max_len=12)'.")
 @guarded
-def eval_(model, data_path):
-    """Loss and metrics of MODEL (a run folder or an eval.onnx) on a data file."""
+def eval_(model, data_path, decode):
+    """Loss and metrics of MODEL (a run folder or an eval.onnx) on a data file; for seq2seq
+    models also exact_match and token_accuracy of the decoded outputs."""
     from .train import evaluate
 
-    for k, v in evaluate(model, data_path).items():
+    for k, v in evaluate(model, data_path, decode=decode).items():
         click.echo(f"{k}: {v:.6f}")
 
 

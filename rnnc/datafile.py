@@ -432,11 +432,13 @@ def _read_csv(path: Path, expected: Expected) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- public API
 
 
-def load_data(path: str | os.PathLike, expected: Expected) -> dict[str, np.ndarray]:
-    """Read ``path`` (.npz or .csv) and return ``{name: array}`` for every input in ``expected``.
+def load_data(path: str | os.PathLike, expected: Expected, text=None) -> dict[str, np.ndarray]:
+    """Read ``path`` (.npz, .csv, or .tsv) and return ``{name: array}`` for every input in ``expected``.
 
     ``expected[name] = (dtype, dims)``; arrays come back with exactly that dtype
     and rank. Raises :class:`DataError` on any mismatch (see the module doc).
+    A .tsv file (parallel text, rnnc/textdata.py) needs ``text = (layout, vocabularies)``:
+    which inputs its columns fill, from a model with vocabularies.
     """
     path = Path(path)
     expected = _check_expected(expected)
@@ -453,7 +455,16 @@ def load_data(path: str | os.PathLike, expected: Expected) -> dict[str, np.ndarr
         arrays = _read_csv(path, expected)
         _check_shapes(path, arrays, expected, line=1)
         return arrays
-    raise DataError(path, f"unsupported data file type {path.suffix or '(none)'!r}: use .npz or .csv")
+    if suffix == ".tsv":
+        if not text or not text[0]:
+            raise DataError(path, "a .tsv file holds text pairs; it needs a model with a seq2seq block and "
+                                  "vocabularies (or use .npz or .csv)")
+        from .textdata import read_tsv
+
+        arrays = read_tsv(path, text[0], text[1], expected)
+        _check_shapes(path, arrays, expected)
+        return arrays
+    raise DataError(path, f"unsupported data file type {path.suffix or '(none)'!r}: use .npz, .csv or .tsv")
 
 
 def _num_rows(data: dict[str, np.ndarray]) -> int:

@@ -11,6 +11,9 @@ inputs of the matching example spec; :func:`write` stores them as
 * ``digits`` -- the 1797 8x8 hand-written digits (UCI, via scikit-learn's
   ``load_digits``; vendored in ``rnnc/data/digits.npz``, see
   ``rnnc/data/DIGITS_LICENSE.txt``), read as sequences of 8 rows of 8 pixels.
+* ``dates``  -- dates in 12 spoken or written forms ("april 22, 2019", "22nd of april,
+  2019", "2019 04 22", ...) paired with ISO 8601 ("2019-04-22"); text pairs, ``.tsv``.
+* ``sort``   -- digit strings paired with their digits sorted; text pairs, ``.tsv``.
 * ``reber``  -- embedded Reber grammar strings (Hochreiter & Schmidhuber 1997,
   "Long Short-Term Memory", section 5.1; Geron's ch. 16 exercise): half valid,
   half invalid by swapping the second-to-last symbol T<->P, which only an
@@ -256,6 +259,88 @@ def reber(seed: int = 0) -> tuple[Split, Split]:
     return build(bases[0]), build(bases[1])
 
 
+# --------------------------------------------------------------------------- text pairs (seq2seq)
+
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+          "october", "november", "december")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DATES_YEARS = (1950, 2049)
+DATES_TRAIN_N = 10000
+DATES_TEST_N = 1000
+
+
+def _ordinal(d: int) -> str:
+    return f"{d}{'th' if 10 <= d % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(d % 10, 'th')}"
+
+
+def spoken_date(day, form: int) -> str:
+    """One of 12 spoken or written forms of a ``datetime.date``, using only the characters
+    `` ,0123456789abcdefghijklmnopqrstuvwxyz``."""
+    m, d, y = MONTHS[day.month - 1], day.day, day.year
+    mon = m[:3]
+    wd = WEEKDAYS[day.weekday()]
+    return (f"{m} {d}, {y}", f"{d} {m} {y}", f"{y} {m} {d}", f"{mon} {d}, {y}", f"{d} {mon} {y}",
+            f"{m} {d} {y}", f"{wd}, {m} {d}, {y}", f"{_ordinal(d)} of {m}, {y}", f"{m} {_ordinal(d)}, {y}",
+            f"{y} {day.month:02d} {d:02d}", f"{d} {m}, {y}", f"{wd} {d} {mon} {y}")[form]
+
+
+DATE_FORMS = 12
+
+
+def dates(seed: int = 0) -> tuple[Split, Split]:
+    """Dates in spoken forms -> ISO: ``src`` ("april 22, 2019", "22nd of april, 2019", ...),
+    ``tgt`` ("2019-04-22"), as arrays of strings (written as .tsv).
+
+    10 000 train and 1 000 test pairs; each date (1950-2049) is in at most one split, in
+    one of 12 forms drawn at random (``spoken_date``).
+    """
+    import datetime
+
+    rng = np.random.default_rng([seed, 4])
+    first = datetime.date(DATES_YEARS[0], 1, 1)
+    n_days = (datetime.date(DATES_YEARS[1], 12, 31) - first).days + 1
+    days = rng.permutation(n_days)[: DATES_TRAIN_N + DATES_TEST_N]
+    forms = rng.integers(DATE_FORMS, size=len(days))
+
+    def build(idx, form) -> Split:
+        ds = [first + datetime.timedelta(days=int(i)) for i in idx]
+        return {"src": np.array([spoken_date(d, int(f)) for d, f in zip(ds, form)]),
+                "tgt": np.array([d.isoformat() for d in ds])}
+
+    return (build(days[:DATES_TRAIN_N], forms[:DATES_TRAIN_N]),
+            build(days[DATES_TRAIN_N:], forms[DATES_TRAIN_N:]))
+
+
+SORT_TRAIN_N = 10000
+SORT_TEST_N = 1000
+SORT_MAX_LEN = 10
+
+
+def sort_digits(seed: int = 0) -> tuple[Split, Split]:
+    """Digit strings (1 to 10 digits) -> the same digits sorted: ``src`` "31415",
+    ``tgt`` "11345". 10 000 train and 1 000 test pairs, no source string in both."""
+    rng = np.random.default_rng([seed, 5])
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < SORT_TRAIN_N + SORT_TEST_N:
+        n = int(rng.integers(1, SORT_MAX_LEN + 1))
+        s = "".join(str(int(c)) for c in rng.integers(10, size=n))
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+
+    def build(strings) -> Split:
+        return {"src": np.array(strings), "tgt": np.array(["".join(sorted(s)) for s in strings])}
+
+    return build(out[:SORT_TRAIN_N]), build(out[SORT_TRAIN_N:])
+
+
+def _write_tsv_split(path: Path, arrays: Split) -> None:
+    """One pair per line: source, a tab, target (UTF-8)."""
+    text = "".join(f"{a}\t{b}\n" for a, b in zip(arrays["src"], arrays["tgt"]))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 # --------------------------------------------------------------------------- registry / writing
 
 
@@ -281,6 +366,9 @@ REGISTRY: dict[str, Dataset] = {
     "sine": Dataset(sine, "time series t*sin(t)/3 + 2*sin(5t), next-step prediction"),
     "digits": Dataset(digits, "8x8 hand-written digits, rows as a sequence, 10 classes"),
     "reber": Dataset(reber, "embedded Reber grammar strings, valid vs. corrupted"),
+    "dates": Dataset(dates, "dates in spoken forms -> ISO 8601 (seq2seq, text pairs)", ".tsv", _write_tsv_split),
+    "sort": Dataset(sort_digits, "digit strings -> the digits sorted (seq2seq, text pairs)", ".tsv",
+                    _write_tsv_split),
 }
 
 NAMES: tuple[str, ...] = tuple(REGISTRY)

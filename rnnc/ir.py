@@ -131,7 +131,7 @@ class Expr:
     span: Span | None = None
 
     def __repr__(self) -> str:
-        attrs = "".join(f", {k}={v}" for k, v in self.attrs.items() if k not in ("cell",))
+        attrs = "".join(f", {k}={v}" for k, v in self.attrs.items() if k not in ("cell", "block"))
         return f"{self.op}({', '.join(_short(a) for a in self.args)}{attrs}) : {self.type}"
 
 
@@ -150,6 +150,57 @@ class StateType:
 
     def __str__(self) -> str:
         return "state(" + ", ".join(f"{p}[{s}]" for p, s in state_layout(self.cell)) + ")"
+
+
+# ----- seq2seq (LANGUAGE.md section 5) -----
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """`embed(vocab, dim)`: a [vocab.size, dim] table looked up by id; `pretrained` an
+    array to start from (a .npy the spec names), `frozen` keeps it constant."""
+
+    vocab: object            # rnnc.vocab.Vocab
+    dim: int
+    pretrained: object = None
+    frozen: bool = False
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Attention:
+    kind: str                # luong | bahdanau
+    score: str               # general | dot (luong); additive (bahdanau)
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Decode:
+    kind: str                # greedy | beam
+    max_len: int
+    width: int = 1
+    alpha: float = 0.6       # beam length penalty ((5 + |Y|) / 6)^alpha
+    span: Span | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Seq2SeqBlock:
+    """A `seq2seq NAME { ... }` block: parameters `NAME.source.embed`, `NAME.encoder.*`,
+    `NAME.target.embed`, `NAME.decoder.*`, `NAME.attention.*`, `NAME.output.W/b`."""
+
+    name: str
+    source: Embedding
+    reversed: bool
+    encoder: object          # a cell tree
+    target: Embedding
+    decoder: object          # a cell tree (Leaf / Stack / Project / Residual)
+    attention: Attention | None
+    decode: Decode
+    span: Span | None = None
+
+    @property
+    def out_size(self) -> int:
+        """Size of the vector the output layer reads: the attention vector, else the
+        decoder's output."""
+        return self.decoder.output_size
 
 
 @dataclass(frozen=True)
@@ -186,6 +237,7 @@ class Model:
     train: TrainConfig
     runs: tuple[Run, ...]
     unsupported: tuple[tuple[str, Span | None], ...] = ()   # constructs later issues compile
+    vocabs: tuple = ()                                        # rnnc.vocab.Vocab, as declared
 
     def input_type(self, name: str) -> TensorType:
         return dict(self.inputs)[name]
@@ -219,5 +271,12 @@ def length_inputs(model: Model) -> set[str]:
 
 
 def sequence_time_dims(model: Model) -> set:
-    """The time dims of the sequences cells run over: truncated BPTT slices inputs indexed by them."""
-    return {e.args[0].type.shape[1] for e in walk(model) if e.op == "run"}
+    """The time dims of the sequences cells run over (seq2seq: the source's and target's):
+    truncated BPTT slices inputs indexed by them."""
+    dims = {e.args[0].type.shape[1] for e in walk(model) if e.op == "run"}
+    for e in walk(model):
+        if e.op in ("s2s_logits", "s2s_sampled_loss", "s2s_decode"):
+            dims.add(e.args[0].type.shape[1])
+            if e.op != "s2s_decode":
+                dims.add(e.args[2].type.shape[1])
+    return dims

@@ -1,4 +1,6 @@
-"""Metadata stored in every exported model: rnnc version, the spec's source and its sha256."""
+"""Metadata stored in every exported model: rnnc version, the spec's source and its sha256;
+with vocabularies, `rnnc.vocab` (rnnc/seq2seq/meta.py: the vocabularies and which inputs and
+outputs each encodes)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +17,11 @@ def metadata(model: Model, extra: dict | None = None) -> dict[str, str]:
         "rnnc.spec": model.source,
         "rnnc.spec_sha256": hashlib.sha256(model.source.encode()).hexdigest(),
     }
+    from .seq2seq.meta import vocab_io
+
+    io = vocab_io(model)
+    if io is not None:
+        meta["rnnc.vocab"] = json.dumps(io)
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     return meta

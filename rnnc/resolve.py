@@ -1,16 +1,18 @@
 """Syntax tree -> model IR: names, cells, shapes and dtypes checked once, every error collected.
 
 `resolve(module)` returns a `Model` or raises one `SpecError` listing every mistake.
-Constructs that later issues compile (seq2seq, dropout, placement, fused unrolling,
-gru(reset_after=true)) are checked here and listed in `Model.unsupported`.
+Constructs that later issues compile (dropout, placement, fused unrolling) are checked here
+and listed in `Model.unsupported`. Vocabularies and seq2seq blocks: rnnc/seq2seq/resolve.py.
 """
 from __future__ import annotations
 
 from . import syntax as S
 from .errors import ErrorCollector, Span, did_you_mean
-from .ir import Bi, Expr, Leaf, Model, Run, Stack, StateType, TensorType, state_layout, top_h_paths
+from .ir import Bi, Expr, Leaf, Model, Run, Seq2SeqBlock, Stack, StateType, TensorType, state_layout, top_h_paths
 from .resolve_cells import CellResolver, _literal
 from .resolve_train import default_train, resolve_train
+from .seq2seq import resolve as s2s
+from .vocab import Vocab
 
 DTYPES = {"f32", "f64", "i64", "i32", "bool"}
 FLOATS = {"f32", "f64"}
@@ -22,12 +24,7 @@ UNROLLS = ("static", "loop", "fused", "auto")
 
 
 class Opaque:
-    """The value of a construct a later issue compiles (seq2seq): checked no further."""
-
-
-class Seq2Seq:
-    def __init__(self, name: str, span: Span):
-        self.name, self.span = name, span
+    """The value of a construct that failed to resolve: checked no further (no cascade)."""
 
 
 class Resolver:
@@ -36,7 +33,7 @@ class Resolver:
         self.errors = ErrorCollector()
         self.unsupported: list = []
         self.default_unroll = default_unroll
-        self.env: dict[str, object] = {}           # value names -> Expr | tuple | Opaque | Seq2Seq
+        self.env: dict[str, object] = {}           # value names -> Expr | tuple | Opaque | Seq2SeqBlock | Vocab
         self.inputs: list[tuple[str, TensorType]] = []
         self.defs = {s.name: s for s in module.statements if isinstance(s, S.CellDef)}
         self.decls: dict[str, S.CellDecl] = {}
@@ -45,6 +42,8 @@ class Resolver:
         self.runs: list[Run] = []
         self.dense_count = 0
         self.opaque_outputs = False
+        self.vocabs: list[Vocab] = []
+        self.n_targets: int | None = None          # names on the left of the statement being resolved
 
     def error(self, message, span, hint=None):
         self.errors.error(message, span, hint)
@@ -60,11 +59,14 @@ class Resolver:
         loss, metrics, train = None, [], default_train()
         seen_defs: set[str] = set()
         for s in self.m.statements:
+            self.n_targets = None
             if isinstance(s, S.InputDecl):
                 self._input(s)
             elif isinstance(s, S.VocabDecl):
-                self._bind(s.name, Opaque(), s.span)
-                self.cells.not_yet("vocabularies", s.span)
+                v = s2s.vocab_decl(self, s)
+                if v is not None:
+                    self.vocabs.append(v)
+                self._bind(s.name, v if v is not None else Opaque(), s.span)
             elif isinstance(s, S.CellDecl):
                 self._cell_decl(s)
             elif isinstance(s, S.CellDef):
@@ -92,7 +94,7 @@ class Resolver:
                        "add e.g. `output probs = softmax(logits)`: the inference model computes the outputs")
         self.errors.raise_if_any(self.m.source)
         return Model(models[0].name, self.m.file, self.m.source, tuple(self.inputs), tuple(outputs), loss,
-                     tuple(metrics), train, tuple(self.runs), tuple(self.unsupported))
+                     tuple(metrics), train, tuple(self.runs), tuple(self.unsupported), tuple(self.vocabs))
 
     def _bind(self, name: str, value, span) -> None:
         if name in self.env or name in self.decls or name in self.defs:
@@ -138,6 +140,7 @@ class Resolver:
                 self._bind(t.name, v, t.span)
 
     def _assign(self, s: S.Assign) -> None:
+        self.n_targets = len(s.targets)
         value = self.expr(s.value, target=s.targets[0].name if len(s.targets) == 1 else None)
         if value is None:
             for t in s.targets:
@@ -153,6 +156,7 @@ class Resolver:
         if s.value is None:
             values = [self.expr(n) for n in s.names]
         else:
+            self.n_targets = len(s.names)
             v = self.expr(s.value)
             if v is None:
                 return []
@@ -179,18 +183,8 @@ class Resolver:
         return out
 
     def _seq2seq(self, s: S.Seq2SeqBlock) -> None:
-        self.cells.not_yet("seq2seq blocks", s.span)
-        keys = {}
-        for item in s.items:
-            if item.key in keys:
-                self.error(f"'{item.key}' is given twice in seq2seq '{s.name}'", item.span)
-            keys[item.key] = item
-            if item.key in ("encoder", "decoder"):
-                self.cells.instantiate(item.value, None)
-        for need in ("source", "encoder", "target", "decoder"):
-            if need not in keys:
-                self.error(f"seq2seq '{s.name}' needs a '{need}' line", s.span)
-        self._bind(s.name, Seq2Seq(s.name, s.span), s.span)
+        blk = s2s.block(self, s)
+        self._bind(s.name, blk if blk is not None else Opaque(), s.span)
 
     # ----- losses and metrics -----
     def _loss(self, s: S.LossStmt):
@@ -253,8 +247,12 @@ class Resolver:
         if isinstance(v, tuple):
             self.error(f"this gives {len(v)} values; name them, e.g. `seq, last = ...`", span)
             return None
-        if isinstance(v, (Seq2Seq,)):
-            self.error(f"'{v.name}' is a seq2seq block, not a tensor", span)
+        if isinstance(v, Seq2SeqBlock):
+            self.error(f"'{v.name}' is a seq2seq block, not a tensor", span,
+                       f"call it: {v.name}(src, src_len, tgt) or {v.name}.decode(src, src_len)")
+            return None
+        if isinstance(v, Vocab):
+            self.error(f"'{v.name}' is a vocabulary, not a tensor", span)
             return None
         if isinstance(v.type, StateType):
             paths = top_h_paths(v.type.cell)
@@ -329,7 +327,10 @@ class Resolver:
     def _call(self, e: S.Call, target: str | None):
         f = e.func
         head = f.split(".")[0]
-        if isinstance(self.env.get(head), Seq2Seq):
+        if isinstance(self.env.get(head), Seq2SeqBlock):
+            want, self.n_targets = self.n_targets, None
+            return s2s.call(self, self.env[head], e, want)
+        if isinstance(self.env.get(head), Opaque):       # a block that failed: no cascade
             for a in e.args:
                 self.expr(a)
             return Opaque()
@@ -445,8 +446,6 @@ class Resolver:
             if unroll not in UNROLLS:
                 self.error(f"unroll= must be one of {', '.join(UNROLLS)}", u.span)
                 return None
-            if unroll == "fused":
-                self.cells.not_yet("unroll=fused", u.span)
         effective = unroll or self.default_unroll
         if effective == "static" and not isinstance(shape[1], int):
             where = "unroll=static" if unroll else "--unroll static"

@@ -97,7 +97,10 @@ def load_array(spec: str) -> tuple[str, np.ndarray]:
 
 
 def run(model: str | os.PathLike, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = session(model_file(model))
+    return run_session(session(model_file(model)), feeds)
+
+
+def run_session(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     feeds = check_feeds(sess, feeds)
     names = [o.name for o in sess.get_outputs()]
     try:

@@ -7,7 +7,12 @@ last checkpoint was taken (same thread count → same numbers).
 
 Run folder: infer.onnx and eval.onnx with the trained weights, train.onnx (parameters are its
 inputs; their trained values are eval.onnx's initializers), model.onnx (a copy of
-infer.onnx), checkpoints/step-NNNNNNNNN.npz, metrics.jsonl, loss.png.
+infer.onnx), encoder.onnx and decoder_step.onnx (seq2seq), checkpoints/step-NNNNNNNNN.npz,
+metrics.jsonl, loss.png.
+
+Text data (a spec with a seq2seq block): a .tsv file of pairs fills the source and target
+inputs of the seq2seq call the loss reads (rnnc/textdata.py), and batches are bucketed by
+source length, each trimmed to its longest sequence.
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ from .ir import Model, TrainConfig, length_inputs, sequence_time_dims
 from .metrics_log import MetricsLog, plot_loss
 from .resolve_train import OPTIMIZERS, SCHEDULES
 from .schedule import learning_rate
+from .seq2seq.export import seq2seq_files
+from .seq2seq.meta import text_layout
+from .textdata import bucketed_batches, length_pairs
 from .training_graph import build_eval, build_train
 
 
@@ -139,6 +147,8 @@ class Trainer:
                                         None, "add e.g. `loss = mse(pred, y)`")], model.source)
         self.model = dataclasses.replace(model, train=override(model.train, **overrides))
         self.cfg = self.model.train
+        if self.cfg.tbptt and text_layout(self.model) is not None:
+            raise TrainError("tbptt cuts sequences into windows; a seq2seq model trains on whole pairs")
         self.out = Path(out)
         self.seed, self.unroll, self.threads = seed, unroll, threads
         self.checkpoint_every = checkpoint_every
@@ -153,7 +163,9 @@ class Trainer:
             self.tm.params = initial_weights(init, self.tm.params)
         need = self.tm.data_inputs
         self.data_path = data
-        self.data = load_data(data, expected_inputs(self.model, need))
+        self.text = text_layout(self.model)       # seq2seq: .tsv columns -> inputs, bucketing
+        vocabs = {v.name: v for v in self.model.vocabs}
+        self.data = load_data(data, expected_inputs(self.model, need), text=(self.text, vocabs))
         self._check_labels()
         self.train_data, self.val_data = (split(self.data, self.cfg.validate, seed) if self.cfg.validate
                                           else (self.data, None))
@@ -278,7 +290,7 @@ class Trainer:
         try:
             while s.step < total:
                 rng = np.random.default_rng([self.seed, s.epoch])
-                order = list(batches(self.train_data, cfg.batch, rng, shuffle=True))
+                order = list(self._batches(rng))
                 for bi in range(s.batch_in_epoch, len(order)):
                     carry: dict = {}
                     for w in self._windows(order[bi]):
@@ -318,6 +330,12 @@ class Trainer:
         self.write_models()
         return summary
 
+    def _batches(self, rng):
+        if self.text:
+            fixed = {n for n, t in self.model.inputs if len(t.shape) >= 2 and isinstance(t.shape[1], int)}
+            return bucketed_batches(self.train_data, self.cfg.batch, rng, length_pairs(self.text), fixed)
+        return batches(self.train_data, self.cfg.batch, rng, shuffle=True)
+
     def _progress(self, rec: dict, total: int, end: bool = False) -> None:
         if not rec:
             return
@@ -341,6 +359,7 @@ class Trainer:
         files = {"infer.onnx": infer.onnx.SerializeToString(),
                  "eval.onnx": build_eval(self.model, self.unroll, weights=w).SerializeToString(),
                  "train.onnx": self.tm.onnx.SerializeToString()}
+        files |= {k: v.SerializeToString() for k, v in seq2seq_files(self.model, self.unroll, self.seed, w).items()}
         for name, data in files.items():
             write_atomic(self.out / name, data)
         shutil.copyfile(self.out / "infer.onnx", self.out / ".model.onnx.tmp")
@@ -380,11 +399,14 @@ def evaluate_proto(proto, data: dict, threads=None, chunk: int = 512) -> dict:
     return {k: v / n for k, v in totals.items()}
 
 
-def evaluate(model_path: str, data_path: str) -> dict:
-    """`rnnc eval RUN|eval.onnx --data FILE`: loss and metrics of a model on a data file."""
+def evaluate(model_path: str, data_path: str, decode: str | None = None) -> dict:
+    """`rnnc eval RUN|eval.onnx --data FILE`: loss and metrics of a model on a data file; for
+    a seq2seq model also exact-match and token accuracy of its decoding (infer.onnx beside
+    eval.onnx; `decode` = e.g. "beam(width=4, max_len=12)" decodes another way)."""
     import onnx
 
     from .runtime import model_file
+    from .seq2seq.evaluate import decode_metrics, text_of
 
     path = model_file(model_path, "eval.onnx")
     proto = onnx.load(str(path))
@@ -394,5 +416,12 @@ def evaluate(model_path: str, data_path: str) -> dict:
               "tensor(bool)": "bool"}
     for i in sess.get_inputs():
         expected[i.name] = (dtypes.get(i.type, "f32"), tuple(d if isinstance(d, int) else str(d) for d in i.shape))
-    data = load_data(data_path, expected)
-    return evaluate_proto(proto, data)
+    text = text_of(proto)
+    if text is not None:     # the decode model also reads the target's lengths
+        expected |= {c["lengths"]: ("i64", ("batch",)) for c in text[0] if c.get("lengths")}
+        expected |= {c["input"]: ("i64", ("batch", "time")) for c in text[0] if c["input"] not in expected}
+    data = load_data(data_path, expected, text=text)
+    results = evaluate_proto(proto, {k: v for k, v in data.items() if k in {i.name for i in sess.get_inputs()}})
+    if text is not None:
+        results |= decode_metrics(path.parent, proto, data, decode)
+    return results

@@ -13,7 +13,7 @@ from ..builder import Builder, Tensor
 
 RULES: dict = {}
 NON_DIFFERENTIABLE = {"Shape", "Size", "Less", "Greater", "Equal", "And", "Not", "ArgMax", "Range",
-                      "ConstantOfShape", "OneHot"}
+                      "ConstantOfShape", "OneHot", "Mod", "Floor"}
 
 
 def rule(*ops):

@@ -122,6 +122,9 @@ class ModelLowering:
         if op == "state_tensor":
             parts = [args[0][p] for p in e.attrs["paths"]]
             return parts[0] if len(parts) == 1 else b.concat(parts, axis=-1)
+        if op.startswith("s2s_"):          # seq2seq blocks (LANGUAGE.md section 5)
+            from ..seq2seq.lower import lower_expr
+            return lower_expr(self, e, args)
         if op in ("mse", "softmax_xent", "accuracy"):
             w = args[2] if len(args) > 2 else None
             return getattr(losses, op)(b, args[0], args[1], e.attrs.get("weighting"), w)
