@@ -77,6 +77,12 @@ def test_cells_onnx_cannot_express_are_not_fused(cell, why):
     assert not _ops(built.onnx.graph) & {"LSTM", "GRU", "RNN"}
 
 
+def test_auto_fuses_only_lstms():
+    model = check("m.rnn", text=_spec("stack(lstm(4), gru(3), basic(2))"))
+    assert [s for _, s in build_infer(model, "auto").strategies] == ["fused", "loop", "loop"]
+    assert [s for _, s in build_infer(model, "fused").strategies] == ["fused", "fused", "fused"]
+
+
 def test_auto_fuses_inference_but_never_training_or_float64():
     text = _spec("lstm(4)").replace("output last\n", "output last\ninput y: f32[batch, time, 4]\n"
                                     "loss = mse(seq, y, lengths=n)\n")

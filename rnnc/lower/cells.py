@@ -23,13 +23,15 @@ class CellRunner:
 
     def run(self, cell, prefix: str, x: Tensor, mask: Tensor | None, lengths: Tensor | None,
             initial: dict[str, Tensor], strategy) -> tuple[Tensor, dict[str, Tensor]]:
-        """`strategy` is (loop lowering "static"|"loop", why, fuse wanted: bool)."""
+        """`strategy` is (loop lowering "static"|"loop", why, cells to fuse "all"|"lstm"|"")."""
         b = self.b
         if isinstance(cell, Leaf):
             params = {k: self.param(f"{prefix}.{k}", spec) for k, spec in cell.cell.params.items()}
             init = [initial.get(n) if initial.get(n) is not None else zero_state(b, x, size)
                     for n, size in cell.cell.state]
             base, why, fuse = strategy
+            if fuse == "lstm" and cell.cell.kind != "lstm":
+                fuse, why = "", f"auto fuses only LSTMs (onnxruntime's fused {cell.cell.kind} kernel is no faster); {why}"
             not_fusable = fusable(cell.cell, x.dtype) if fuse else None
             if fuse and not_fusable is None:
                 self.decisions.append((prefix, "fused", "ONNX's own operator computes exactly this cell"))

@@ -20,12 +20,13 @@ from .recurrence import length_mask
 AUTO_STATIC_MAX_STEPS = 64
 
 
-def choose_strategy(unroll: str | None, default: str, time_dim, training: bool = False) -> tuple[str, str, bool]:
-    """(loop lowering, why, fuse wanted) for a cell run. `auto`: ONNX's fused operators for
-    inference where exact; else static when the time dim is fixed and at most 64 steps (no
-    per-step loop overhead), else one loop (any length, a small graph)."""
+def choose_strategy(unroll: str | None, default: str, time_dim, training: bool = False) -> tuple[str, str, str]:
+    """(loop lowering, why, which cells to fuse: "all" | "lstm" | "") for a cell run.
+    `auto`: ONNX's fused LSTM for inference where exact (onnxruntime's fused RNN and GRU
+    kernels measured no faster than the unrolled step: bench/), else static when the time
+    dim is fixed and at most 64 steps (no per-step loop overhead), else one loop."""
     u = unroll or default
-    fuse = u in ("auto", "fused") and not training
+    fuse = "" if training else {"fused": "all", "auto": "lstm"}.get(u, "")
     if u in ("static", "loop"):
         return u, f"unroll={u} asked for", False
     if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS:
