@@ -275,7 +275,7 @@ def sequence_time_dims(model: Model) -> set:
     truncated BPTT slices inputs indexed by them."""
     dims = {e.args[0].type.shape[1] for e in walk(model) if e.op == "run"}
     for e in walk(model):
-        if e.op in ("s2s_logits", "s2s_sampled_loss", "s2s_decode"):
+        if e.op in ("s2s_logits", "s2s_sampled_loss", "s2s_decode", "s2s_alignments"):
             dims.add(e.args[0].type.shape[1])
             if e.op != "s2s_decode":
                 dims.add(e.args[2].type.shape[1])

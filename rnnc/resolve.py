@@ -7,7 +7,7 @@ and listed in `Model.unsupported`. Vocabularies and seq2seq blocks: rnnc/seq2seq
 from __future__ import annotations
 
 from . import syntax as S
-from .errors import ErrorCollector, Span, did_you_mean
+from .errors import ErrorCollector, did_you_mean
 from .ir import Bi, Expr, Leaf, Model, Run, Seq2SeqBlock, Stack, StateType, TensorType, state_layout, top_h_paths
 from .resolve_cells import CellResolver, _literal
 from .resolve_train import default_train, resolve_train

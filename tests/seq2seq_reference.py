@@ -108,13 +108,13 @@ class Seq2Seq:
         return memory, st, np.zeros((len(src), A))
 
     # ----- teacher forcing -----
-    def teacher_forced(self, src, src_len, tgt):
+    def teacher_forced(self, src, src_len, tgt, alignments=False):
         memory, st, att = self.start(src, src_len)
         prev = np.concatenate([np.full((len(tgt), 1), GO), tgt[:, :-1]], axis=1)
         out = []
         for t in range(tgt.shape[1]):
-            logits, st, att, _ = self.step(prev[:, t], st, att, memory, src_len)
-            out.append(logits)
+            logits, st, att, align = self.step(prev[:, t], st, att, memory, src_len)
+            out.append(align if alignments else logits)
         return np.stack(out, axis=1)
 
     # ----- greedy -----

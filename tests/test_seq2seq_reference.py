@@ -44,6 +44,7 @@ seq2seq tr {{
 }}
 logits = tr(src, src_len, tgt)
 output logits
+{'output att = tr.alignments(src, src_len, tgt)' if attention else ''}
 output tokens, token_len, scores, align = tr.decode(src, src_len)
 """
 
@@ -88,6 +89,10 @@ def test_teacher_forced_logits_match_reference(attention):
     got = run(build_infer(model, weights=w).onnx, d)["logits"]
     want = ref.teacher_forced(d["src"], d["src_len"], d["tgt"])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    if attention:       # translate.alignments: the teacher-forced attention weights
+        got = run(build_infer(model, weights=w).onnx, d)["att"]
+        np.testing.assert_allclose(got, ref.teacher_forced(d["src"], d["src_len"], d["tgt"], alignments=True),
+                                   rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("attention", ["luong", "bahdanau", None])

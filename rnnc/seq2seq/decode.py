@@ -30,7 +30,6 @@ import numpy as np
 
 from ..builder import Builder, Tensor
 from ..vocab import EOS, GO, PAD
-from . import attention as A
 
 NEG = -1e9
 
@@ -63,7 +62,7 @@ def loop(b: Builder, trips: Tensor, cond: Tensor, carried: list[Tensor], body, o
     """ONNX Loop: body(sub, iteration, carried in the body) -> (cond, next carried)."""
     sub = b.subgraph()
     it = sub.input(sub.fresh("iter"), "i64", ())
-    c_in = sub.input(sub.fresh("cond_in"), "bool", ())
+    sub.input(sub.fresh("cond_in"), "bool", ())
     ins = [sub.input(sub.fresh(t.name.rsplit("_", 1)[0] + "_in"), t.dtype, s) for t, s in zip(carried, out_shapes)]
     c_out, outs = body(sub, it, ins)
     seen, final = {v.name for v in sub.g.inputs}, []
@@ -245,7 +244,7 @@ def beam_search(s2s, enc, decode, want: int):
 
     trips = _i64(b, decode.max_len)
     results = loop(b, trips, _any(b, _not(b, done0)), carried, body, shapes)
-    _, score, done, n, hist = results[n_state:n_state + 5]
+    _, score, _, n, hist = results[n_state:n_state + 5]
     lp = penalty(b, n)
     norm = score if lp is None else b.div(score, lp)
     best = b.argmax(norm, 1)                                                   # [B]

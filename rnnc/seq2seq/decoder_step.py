@@ -84,11 +84,12 @@ class DecoderStep:
         att, align = A.attend(ops, self.blk, P, h, P["keys"], P["memory"], P["mask"])
         return att, nxt + [att], align
 
-    def step_cell(self) -> StepCell:
-        """The step as a StepCell (teacher forcing: one run over the target sequence)."""
+    def step_cell(self, alignments: bool = False) -> StepCell:
+        """The step as a StepCell (teacher forcing: one run over the target sequence); its
+        output is the attention vector, or with `alignments` the attention weights."""
         def step(ops, P, x, states):
-            y, nxt, _ = self.step(ops, P, x, states)
-            return y, tuple(nxt)
+            y, nxt, align = self.step(ops, P, x, states)
+            return (align if alignments else y), tuple(nxt)
 
         return StepCell("seq2seq_decoder", self.blk.target.dim, tuple(self.state), self.blk.out_size,
                         {}, step, __doc__)

@@ -30,8 +30,7 @@ def text_of(proto):
 
 
 def parse_decode(text: str):
-    """"greedy(max_len=12)" or "beam(width=4, max_len=12, alpha=0.6)" -> ir.Decode."""
-    from ..ir import Decode
+    """"greedy(max_len=12)" or "beam(width=4, max_len=12, alpha=0.6)" -> (kind, options)."""
     from ..runtime import InputError
 
     m = re.fullmatch(r"\s*(greedy|beam)\s*(?:\((.*)\))?\s*", text)

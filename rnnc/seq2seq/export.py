@@ -29,7 +29,7 @@ from .lower import S2SLowering
 
 def _source_names(model: Model, blk) -> tuple[str, str]:
     for e in walk(model):
-        if e.op in ("s2s_decode", "s2s_logits", "s2s_sampled_loss") and e.attrs["block"] is blk:
+        if e.op in ("s2s_decode", "s2s_logits", "s2s_sampled_loss", "s2s_alignments") and e.attrs["block"] is blk:
             a, n = e.args[0], e.args[1]
             if a.op == "input" and n.op == "input":
                 return a.attrs["name"], n.attrs["name"]

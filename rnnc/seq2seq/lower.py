@@ -128,8 +128,9 @@ class S2SLowering:
         return P
 
     # ----- training: teacher forcing -----
-    def decoder_outputs(self, src, src_len, tgt) -> Tensor:
-        """The step outputs [B, T, out_size] with the decoder reading <go> + tgt[:, :-1]."""
+    def decoder_outputs(self, src, src_len, tgt, alignments: bool = False) -> Tensor:
+        """The step outputs [B, T, out_size] with the decoder reading <go> + tgt[:, :-1]
+        (with `alignments`, the attention weights [B, T, S] instead)."""
         b, blk = self.b, self.blk
         enc = self.encode(src, src_len)
         tgt = b.cast(tgt, "i64")
@@ -144,7 +145,8 @@ class S2SLowering:
         xt = b.transpose(x, [1, 0, 2])
         strategy = _loop_kind(_strategy(self.lw, T))
         _record(self.lw, f"{blk.name}.decoder", strategy, "decoder step with attention (one body per step)")
-        y, _ = run_cell(b, self.dec.step_cell(), self.step_params(enc), xt, list(enc.initial), None, strategy)
+        cell = self.dec.step_cell(alignments)
+        y, _ = run_cell(b, cell, self.step_params(enc), xt, list(enc.initial), None, strategy)
         return b.transpose(y, [1, 0, 2])
 
     def logits(self, src, src_len, tgt) -> Tensor:
@@ -190,6 +192,8 @@ def lower_expr(lw, e, args):
     s2s = blocks[blk.name]
     if e.op == "s2s_logits":
         return s2s.logits(*args)
+    if e.op == "s2s_alignments":
+        return s2s.decoder_outputs(*args, alignments=True)
     if e.op == "s2s_decode":
         return s2s.decode(args[0], args[1], e.attrs["want"], getattr(lw, "decode_override", None))
     if e.op == "s2s_sampled_loss":

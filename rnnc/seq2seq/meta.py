@@ -48,12 +48,12 @@ def vocab_io(model: Model) -> dict | None:
     inputs: dict[str, dict] = {}
     tgt_lengths = _loss_target_lengths(model)
     for e in walk(model):
-        if e.op in S2S_TRAIN + ("s2s_decode",):
+        if e.op in S2S_TRAIN + ("s2s_decode", "s2s_alignments"):
             blk = e.attrs["block"]
             src, n = _input_name(e.args[0]), _input_name(e.args[1])
             if src:
                 inputs.setdefault(src, {"vocab": blk.source.vocab.name, "lengths": n, "eos": False})
-            if e.op in S2S_TRAIN:
+            if e.op in S2S_TRAIN + ("s2s_alignments",):
                 tgt = _input_name(e.args[2])
                 if tgt:
                     inputs.setdefault(tgt, {"vocab": blk.target.vocab.name, "lengths": tgt_lengths.get(tgt),

@@ -9,6 +9,7 @@ Called by the main resolver (rnnc/resolve.py) with itself as `r` (errors, names,
     NAME(src, src_len, tgt)                         -> logits [batch, tgt_time, |w|]
     NAME.decode(src, src_len)                       -> tokens, lengths[, scores[, alignments]]
     NAME.sampled_loss(src, src_len, tgt, lengths=n, samples=N[, ids=sampled])  -> scalar
+    NAME.alignments(src, src_len, tgt)              -> teacher-forced attention [batch, tgt_time, src_time]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..resolve_cells import _literal
 from ..vocab import Vocab, read_word_list, symbols_problem
 
 INTS = {"i64", "i32"}
-METHODS = ("decode", "sampled_loss")
+METHODS = ("decode", "sampled_loss", "alignments")
 DEFAULT_MAX_LEN = 50
 
 
@@ -266,6 +267,8 @@ def call(r, blk: Seq2SeqBlock, e: S.Call, want: int | None):
         return None
     if method is None:
         return _teacher_forced(r, blk, e)
+    if method == "alignments":
+        return _alignments(r, blk, e)
     if method == "decode":
         return _decode_call(r, blk, e, want)
     return _sampled_loss(r, blk, e)
@@ -334,6 +337,18 @@ def _teacher_forced(r, blk: Seq2SeqBlock, e: S.Call):
     src, src_len = got
     t = TensorType("f32", (src.type.shape[0], tgt.type.shape[1], blk.target.vocab.size))
     return Expr("s2s_logits", (src, src_len, tgt), {"block": blk}, t, e.span)
+
+
+def _alignments(r, blk: Seq2SeqBlock, e: S.Call):
+    if blk.attention is None:
+        r.error(f"seq2seq '{blk.name}' has no attention line, so no alignments", e.span)
+        return None
+    logits = _teacher_forced(r, blk, e)
+    if logits is None:
+        return None
+    src, _, tgt = logits.args
+    t = TensorType("f32", (src.type.shape[0], tgt.type.shape[1], src.type.shape[1]))
+    return Expr("s2s_alignments", logits.args, {"block": blk}, t, e.span)
 
 
 def _decode_call(r, blk: Seq2SeqBlock, e: S.Call, want: int | None):
