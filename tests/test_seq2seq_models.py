@@ -183,3 +183,9 @@ def test_static_unroll_needs_fixed_lengths():
 
     outs = [ort.InferenceSession(build_infer(model, u).onnx.SerializeToString()).run(None, x) for u in ("static", "loop")]
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
+
+
+def test_dropout_in_the_decoder_is_refused_located():
+    model = check("t.rnn", text=SPEC.replace("decoder  lstm(8)", "decoder  lstm(8) | dropout(output_keep=0.9)"))
+    where = [span for what, span in model.unsupported if what == "dropout inside a seq2seq decoder"]
+    assert where and (where[0].line, where[0].column) == (11, 12)

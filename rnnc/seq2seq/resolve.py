@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import syntax as S
 from ..errors import did_you_mean
-from ..ir import Attention, Bi, Decode, Embedding, Expr, Leaf, Project, Residual, Seq2SeqBlock, Stack, \
+from ..ir import Attention, Bi, Decode, Dropout, Embedding, Expr, Leaf, Project, Residual, Seq2SeqBlock, Stack, \
     TensorType, state_layout
 from ..resolve_cells import _literal
 from ..vocab import Vocab, read_word_list, symbols_problem
@@ -121,7 +121,9 @@ def _decoder_shape_ok(r, cell, span) -> bool:
     if isinstance(cell, Bi):
         r.error("the decoder runs forward one step at a time: bi(...) cannot decode", span)
         return False
-    return True     # dropout / placement: refused at compile ("not supported yet")
+    if isinstance(cell, Dropout):    # the decoder step has no dropout masks of its own yet
+        r.cells.not_yet("dropout inside a seq2seq decoder", cell.span or span)
+    return _decoder_shape_ok(r, cell.inner, span) if hasattr(cell, "inner") else True
 
 
 def _embedding(r, v) -> Embedding | None:
