@@ -1,7 +1,7 @@
 """Trace one step of a cell into a body graph, with `lengths` masking around it.
 
-The body's inputs are the state parts, then the step's slices (x_t, and mask_t when the run
-has lengths); its outputs are the next state parts, then y_t. With a mask, a step past a
+The body's inputs are the state parts, then the step's slices (x_t, mask_t when the run
+has lengths, then any extra per-step inputs such as state-dropout masks); its outputs are the next state parts, then y_t. With a mask, a step past a
 sequence's length keeps the previous state and outputs zeros (TF1 dynamic_rnn):
 
     state' = where(mask_t, cell_state', state) ;  y_t = where(mask_t, cell_y, 0)
@@ -23,7 +23,9 @@ class TracedStep:
 
 
 def trace_step(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor, mask: Tensor | None,
-               out_hint: str = "y") -> TracedStep:
+               out_hint: str = "y", extra: list[Tensor] = ()) -> TracedStep:
+    """`extra`: more [T, B, ...] sequences whose step slices the cell's step receives after
+    the state (state-dropout masks)."""
     sub = b.subgraph()
     params = {k: Tensor(sub, t.v) for k, t in params.items()}
     batch = x.shape[1]          # x is time-major [T, B, ...]
@@ -34,7 +36,11 @@ def trace_step(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor,
     if mask is not None:
         m_t = sub.input(sub.fresh("mask_t"), "bool", (batch, 1))
         seq_inputs.append(mask)
-    y, nxt = cell.step(sub, params, x_t, states)
+    extra_t = []
+    for e in extra:
+        extra_t.append(sub.input(sub.fresh("extra_t"), e.dtype, tuple(e.shape[1:])))
+        seq_inputs.append(e)
+    y, nxt = cell.step(sub, params, x_t, states, *extra_t)
     if m_t is not None:
         nxt = tuple(sub.where(m_t, new, old) for new, old in zip(nxt, states))
         y = sub.where(m_t, y, sub.const(0.0, y.dtype))
