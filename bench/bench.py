@@ -12,6 +12,8 @@ writes JSON. torch is a bench-only extra (`pip install torch==2.13.0`).
 subprocess: peak RSS over 3 training steps minus the RSS just before the first step (model,
 weights, optimizer state and batch already loaded), at T=500 and T=2000.
 --compile: the wall time of `rnnc compile` as a whole command for every bundled spec.
+--placement: W4's stack as two CPU segments (`on cpu`), inference segment after segment vs
+pipelined over micro-batches (each segment in its own thread, one onnxruntime thread each).
 """
 from __future__ import annotations
 
@@ -254,6 +256,37 @@ def compile_times(out: dict) -> None:
         print(f"  {spec.name:24s} {dt:6.2f}")
 
 
+def placement_bench(out: dict, repeats: int) -> None:
+    from rnnc.api import compile as rnnc_compile
+    from rnnc.placement import PlacedModel
+
+    w = WORKLOADS["W4"]
+    spec = (f"model two\ninput x: f32[batch, {w['T']}, {w['I']}]\n"
+            f"cell deep = stack(lstm({w['H']}) on cpu, lstm({w['H']}) on cpu) | project(1)\n"
+            "pred, _ = deep(x)\noutput pred\n")
+    x = data_for(w, np.random.default_rng(0))["x"]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "two.rnn").write_text(spec)
+        rnnc_compile(Path(tmp) / "two.rnn", out=Path(tmp) / "two")
+        seq = PlacedModel(Path(tmp) / "two", threads=THREADS)
+        pipe = PlacedModel(Path(tmp) / "two", threads=1)
+        runners = {"segment after segment": lambda: seq.run({"x": x}),
+                   "segment after segment, 1 thread": lambda: pipe.run({"x": x}),
+                   "pipelined, 4 micro-batches": lambda: pipe.run_pipelined({"x": x}, 4),
+                   "pipelined, 8 micro-batches": lambda: pipe.run_pipelined({"x": x}, 8)}
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(3):
+            for k, fn in runners.items():
+                times[k].append(median_ms(fn, max(repeats // 3, 7)))
+                time.sleep(0.2)
+    print(f"\nplacement: W4 as 2 CPU segments (B={w['B']}, T={w['T']}), inference")
+    base = statistics.median(times["segment after segment"])
+    for k, v in times.items():
+        m = statistics.median(v)
+        out[f"placement {k}"] = m
+        print(f"  {k:28s} {m:8.2f} ms  {m / base:5.2f}×")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -261,6 +294,7 @@ def main() -> None:
     ap.add_argument("--json", default="bench/results.json")
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--placement", action="store_true")
     ap.add_argument("--memory-child", nargs=3, metavar=("FRAMEWORK", "T", "POLICY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     try:
@@ -276,6 +310,8 @@ def main() -> None:
         memory(results)
     if args.compile:
         compile_times(results)
+    if args.placement:
+        placement_bench(results, args.repeats)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
 

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Built:
     params: dict[str, np.ndarray]
     state_io: list[tuple[str, str, int]] = field(default_factory=list)
     decisions: list[tuple[str, str, str]] = field(default_factory=list)   # (cell path, lowering, why)
+    graph: object = None                                                   # the tensor graph exported
 
 
 def finalize(graph, keep_inputs: tuple[str, ...] = ()):
@@ -85,7 +87,7 @@ def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
         extra["rnnc.state"] = [{"input": i, "output": o, "size": s} for i, o, s in lw.state_io]
     proto = to_model(g, model.name, metadata(model, extra))
     return Built(proto, lw.strategies, {k: g.initializers[k] for k in g.params}, lw.state_io,
-                 list(lw.runner.decisions))
+                 list(lw.runner.decisions), g)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -93,6 +95,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 is for secrets, not models
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -123,16 +128,38 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
     out_dir = Path(out) if out is not None else Path(model.name)
     infer = build_infer(model, unroll, seed=seed)
     files = [(out_dir / "infer.onnx", infer.onnx)]
+    train = None
     if model.loss is not None:
         from .training_graph import build_eval, build_train
 
         files.append((out_dir / "eval.onnx", build_eval(model, unroll, seed=seed)))
-        files.append((out_dir / "train.onnx", build_train(model, unroll, seed=seed, memory=memory).onnx))
+        train = build_train(model, unroll, seed=seed, memory=memory)
+        files.append((out_dir / "train.onnx", train.onnx))
     if stateful:
         files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
     from .seq2seq.export import seq2seq_files   # encoder.onnx, decoder_step.onnx (seq2seq)
 
     files += [(out_dir / name, proto) for name, proto in seq2seq_files(model, unroll, seed=seed).items()]
+    files += _placed_files(model, out_dir, infer, train)
     for path, proto in files:
-        write_atomic(path, proto.SerializeToString())
+        write_atomic(path, proto if isinstance(proto, bytes) else proto.SerializeToString())
     return CompileResult(model, out_dir, [p for p, _ in files], infer)
+
+
+def _placed_files(model: Model, out_dir: Path, infer: Built, train) -> list:
+    """segments/*.onnx and manifest.json when the spec places cells (rnnc/placement.py);
+    infer.onnx stays the whole, unplaced model."""
+    from .placement import is_placed, segment_models
+
+    if not is_placed(infer.graph):
+        return []
+    meta = metadata(model, {"rnnc.kind": "segment"})
+    manifest = {"model": model.name}
+    files = []
+    for kind, graph in (("infer", infer.graph), ("train", train.graph if train is not None else None)):
+        if graph is None:
+            continue
+        manifest[kind], segs = segment_models(graph, kind, model.name, meta)
+        files += [(out_dir / rel, proto) for rel, proto in segs]
+    files.append((out_dir / "manifest.json", json.dumps(manifest, indent=2).encode()))
+    return files

@@ -80,6 +80,7 @@ class Builder:
         self.fdtype = fdtype
         self._ids = names if names is not None else itertools.count()
         self.root = root or self
+        self.placement: str | None = None   # on the root: the placement of the nodes being made
         self.depth = 0 if root is None else _depth(graph)
         self._consts: dict = {} if root is None else root._consts
 
@@ -130,7 +131,8 @@ class Builder:
             dtype = next(t.dtype for t in ins if t is not None)
         name = self.fresh(hint or op.lower())
         v = self._value(name, dtype, shape)
-        self.g.nodes.append(Node(op, [t.name if t is not None else "" for t in ins], [name], dict(attrs or {})))
+        self.g.nodes.append(Node(op, [t.name if t is not None else "" for t in ins], [name], dict(attrs or {}),
+                                 placement=self.root.placement))
         return Tensor(self, v)
 
     def node(self, op: str, inputs: list, outputs: list[tuple[str, Shape]], attrs: dict | None = None,
@@ -140,7 +142,7 @@ class Builder:
         names = [self.fresh(op.lower()) for _ in outputs]
         vals = [self._value(n, d, s) for n, (d, s) in zip(names, outputs)]
         self.g.nodes.append(Node(op, [t.name if t is not None else "" for t in inputs], names,
-                                 dict(attrs or {}), body))
+                                 dict(attrs or {}), body, placement=self.root.placement))
         return [Tensor(self, v) for v in vals]
 
     # ----- elementwise -----

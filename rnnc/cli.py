@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 an unexpected internal error; 2 a usage error (bad option);
 3 a bad spec (`SpecError`: every error with file:line:col); 4 bad data, inputs, model
-files or checkpoints.
+files or checkpoints; 5 the device asked for (`--device cuda`) is not there (`DeviceError`;
+`--allow-cpu` runs on the CPU instead, with a one-line warning).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from . import __version__
 from .errors import EXIT_SPEC_ERROR, SpecError
 
 EXIT_DATA_ERROR = 4
+EXIT_DEVICE_ERROR = 5
 
 
 def _fail(message: str, code: int) -> None:
@@ -30,6 +32,7 @@ def guarded(fn):
 
     from .checkpoint import CheckpointError
     from .datafile import DataError
+    from .devices import DeviceError
     from .runtime import InputError
 
     @functools.wraps(fn)
@@ -40,6 +43,8 @@ def guarded(fn):
             _fail(e.report(), EXIT_SPEC_ERROR)
         except (DataError, InputError, CheckpointError) as e:
             _fail(f"error: {e}", EXIT_DATA_ERROR)
+        except DeviceError as e:
+            _fail(f"error: {e}", EXIT_DEVICE_ERROR)
         except OSError as e:   # an output path that cannot be written, a full disk
             _fail(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), EXIT_DATA_ERROR)
         except KeyboardInterrupt:
@@ -52,6 +57,31 @@ def guarded(fn):
             _fail(f"internal error: {type(e).__name__}: {e}\n(this is a bug in rnnc; rerun with RNNC_DEBUG=1 "
                   "for the traceback and report it)", 1)
     return wrapper
+
+
+def device_options(fn):
+    """`--device` and `--allow-cpu` (rnnc/devices.py)."""
+    fn = click.option("--allow-cpu", is_flag=True,
+                      help="If the device asked for is not there, warn once and run on the CPU.")(fn)
+    return click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N|auto",
+                        callback=_check_device,
+                        help="Device of the run; auto: CUDA when it is really there, else the CPU.")(fn)
+
+
+def _check_device(ctx, param, value):
+    from .devices import DeviceError, parse
+
+    try:
+        parse(value)
+    except DeviceError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _select_device(device: str, allow_cpu: bool):
+    from .devices import select
+
+    return select(device, allow_cpu)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,8 +131,9 @@ def compile(spec, out, unroll, stateful, seed, memory, explain):
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the outputs to this .npz file.")
 @click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="Models with vocabularies: one source text per line, as a batch.")
+@device_options
 @guarded
-def run(model, inputs, out, text_file):
+def run(model, inputs, out, text_file, device, allow_cpu):
     """Run MODEL (a folder or an .onnx file) on inputs given as name=file.npy; for models
     with vocabularies also name="some text" (or --text FILE), and text outputs are printed
     as text."""
@@ -110,6 +141,7 @@ def run(model, inputs, out, text_file):
     from .runtime import model_file, run_session, session
     from .seq2seq.textio import decoded_outputs, feeds as text_feeds
 
+    _select_device(device, allow_cpu)
     sess = session(model_file(model))
     results = run_session(sess, text_feeds(sess, list(inputs), text_file))
     if out:
@@ -148,13 +180,12 @@ def run(model, inputs, out, text_file):
               help="Also checkpoint every N steps (always at the end of each epoch).")
 @click.option("--init", type=click.Path(),
               help="Start from the weights of a compiled model (folder or .onnx), e.g. from `rnnc weights import`.")
-@click.option("--device", type=click.Choice(["cpu"]), default="cpu", show_default=True,
-              help="Device of the run (this release: cpu).")
+@device_options
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @guarded
 def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, unroll, checkpoint_every,
-          init, device, threads, quiet):
+          init, device, allow_cpu, threads, quiet):
     """Train SPEC on a data file; write the trained models, checkpoints and metrics to a folder."""
     from . import api
     from .train import Trainer, TrainError
@@ -164,7 +195,7 @@ def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, un
     try:
         trainer = Trainer(spec, data_path, out, seed=seed, resume=resume, unroll=unroll,
                           checkpoint_every=checkpoint_every, threads=threads, progress=not quiet, init=init,
-                          epochs=epochs, steps=steps, batch=batch, lr=lr, sets=sets)
+                          device=device, allow_cpu=allow_cpu, epochs=epochs, steps=steps, batch=batch, lr=lr, sets=sets)
         summary = trainer.train()
     except TrainError as e:
         raise click.UsageError(str(e)) from None
@@ -179,12 +210,14 @@ def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, un
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--decode", metavar="greedy(...)|beam(...)",
               help="seq2seq: decode this way instead of the spec's decode line, e.g. 'beam(width=4, max_len=12)'.")
+@device_options
 @guarded
-def eval_(model, data_path, decode):
+def eval_(model, data_path, decode, device, allow_cpu):
     """Loss and metrics of MODEL (a run folder or an eval.onnx) on a data file; for seq2seq
     models also exact_match and token_accuracy of the decoded outputs."""
     from .train import evaluate
 
+    _select_device(device, allow_cpu)
     for k, v in evaluate(model, data_path, decode=decode).items():
         click.echo(f"{k}: {v:.6f}")
 

@@ -40,6 +40,7 @@ class Node:
     outputs: list[str]
     attrs: dict = field(default_factory=dict)
     body: "Graph | None" = None
+    placement: str | None = None   # "<k>:<device>" of the `on` it was lowered under; None: the run's device
 
     def __repr__(self) -> str:
         attrs = "".join(f" {k}={v}" for k, v in self.attrs.items())

@@ -54,5 +54,6 @@ def softmax_xent(b: Builder, logits: Tensor, labels: Tensor, weighting=None, w=N
 
 
 def accuracy(b: Builder, logits: Tensor, labels: Tensor, weighting=None, w=None) -> Tensor:
-    hit = b.cast(b.equal(b.argmax(logits, -1), b.cast(labels, "i64")), logits.dtype)
+    # a positive axis: onnxruntime 1.31's ArgMax(axis=-1) gives the wrong shape on empty input
+    hit = b.cast(b.equal(b.argmax(logits, logits.rank - 1), b.cast(labels, "i64")), logits.dtype)
     return weighted_mean(b, hit, weighting, w)

@@ -34,8 +34,10 @@ def global_norm(b: Builder, grads: list[Tensor]) -> Tensor:
 
 
 def apply_updates(b: Builder, cfg: TrainConfig, params: dict[str, Tensor], grads: dict[str, Tensor],
-                  slots: dict[str, dict[str, Tensor]], lr: Tensor, step: Tensor):
-    """New values of every parameter and slot, and the global gradient norm (before clipping)."""
+                  slots: dict[str, dict[str, Tensor]], lr: Tensor, step: Tensor,
+                  placement: dict[str, str | None] | None = None):
+    """New values of every parameter and slot, and the global gradient norm (before clipping).
+    Each parameter's update runs where the parameter is used (`placement`: rnnc/placement.py)."""
     args = {**OPTIMIZERS[cfg.optimizer], **dict(cfg.optimizer_args)}
     names = list(params)
     gs = [grads[n] if n in grads else b.zeros_like(params[n]) for n in names]
@@ -48,6 +50,7 @@ def apply_updates(b: Builder, cfg: TrainConfig, params: dict[str, Tensor], grads
     new_params, new_slots = {}, {}
     t = b.add(b.cast(step, b.fdtype), 1.0)
     for name, g in zip(names, gs):
+        b.root.placement = (placement or {}).get(name)
         p = params[name]
         if cfg.optimizer == "sgd":
             mu = args.get("momentum", 0.0)
@@ -66,6 +69,7 @@ def apply_updates(b: Builder, cfg: TrainConfig, params: dict[str, Tensor], grads
         v_hat = b.div(v, b.sub(1.0, b.pow(b.const(b2), t)))
         new_params[name] = b.sub(p, b.div(b.mul(lr, m_hat), b.add(b.sqrt(v_hat), eps)))
         new_slots[name] = {"m": m, "v": v}
+    b.root.placement = None
     return new_params, new_slots, norm
 
 

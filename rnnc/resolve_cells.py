@@ -60,7 +60,6 @@ class CellResolver:
             device = expr.device.name
             if not _valid_device(device):
                 self.error(f"unknown device '{device}'", expr.device.span, f"use {DEVICES_DOC}")
-            self.not_yet(f"placement `on {device}`", expr.device.span)
             return Placed(inner, device, expr.span) if inner is not None else None
         if isinstance(expr, S.Wrapped):
             inner = self.instantiate(expr.cell, input_size, stack)
@@ -193,8 +192,7 @@ class CellResolver:
         if name == "project":
             return Project(inner, opts["units"], span)
         if name == "dropout":
-            self.not_yet("dropout", wrapper.span)
-            return Dropout(inner, span=span, **opts)
+            return Dropout(inner, span=span, **opts)   # training graphs only (lower/dropout.py)
         if input_size is not None and inner.output_size != inner.input_size:
             self.error(f"residual needs the cell's output size {inner.output_size} to equal its input size "
                        f"{inner.input_size}", wrapper.span)

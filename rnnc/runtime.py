@@ -31,14 +31,13 @@ def model_file(path: str | os.PathLike, name: str = "infer.onnx") -> Path:
 
 
 def session(path: str | os.PathLike, threads: int | None = None):
-    import onnxruntime as ort
+    """A session of the model at `path` on the selected device (rnnc/devices.py)."""
+    from .devices import DeviceError, session as device_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return device_session(str(path), threads)
+    except DeviceError:
+        raise
     except Exception as e:  # onnxruntime raises its own exception types
         raise InputError(f"{path}: onnxruntime cannot load this model: {e}") from None
 
@@ -96,8 +95,29 @@ def load_array(spec: str) -> tuple[str, np.ndarray]:
         return name, data[pick]
 
 
-def run(model: str | os.PathLike, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run(model: str | os.PathLike, feeds: dict[str, np.ndarray], pipeline: int = 0,
+        device: str = "cpu", allow_cpu: bool = False) -> dict[str, np.ndarray]:
+    """Run a model file or folder; a folder with a manifest.json runs placed: each segment on
+    its device (`pipeline` > 1: that many micro-batches flowing through the segments)."""
+    folder = Path(model)
+    if folder.is_dir() and (folder / "manifest.json").is_file():
+        return run_placed(folder, feeds, pipeline, device, allow_cpu)
     return run_session(session(model_file(model)), feeds)
+
+
+def run_placed(folder: Path, feeds: dict[str, np.ndarray], pipeline: int = 0, device: str = "cpu",
+               allow_cpu: bool = False) -> dict[str, np.ndarray]:
+    from .placement import PlacedModel
+
+    whole = session(model_file(folder))          # the unplaced model checks the inputs
+    feeds = check_feeds(whole, feeds)
+    placed = PlacedModel(folder, "infer", run_device=device, allow_cpu=allow_cpu)
+    try:
+        if pipeline > 1:
+            return placed.run_pipelined(feeds, pipeline)
+        return placed.run(feeds)
+    except Exception as e:
+        raise InputError(f"onnxruntime failed to run the model: {e}") from None
 
 
 def run_session(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

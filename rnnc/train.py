@@ -139,7 +139,14 @@ def initial_weights(init: str, params: dict[str, np.ndarray]) -> dict[str, np.nd
 class Trainer:
     def __init__(self, spec: str, data: str, out: str, *, seed: int = 0, resume: bool = False,
                  unroll: str = "auto", checkpoint_every: int = 0, threads: int | None = None,
-                 progress: bool = True, init: str | None = None, **overrides):
+                 progress: bool = True, init: str | None = None, device: str | None = None,
+                 allow_cpu: bool = False, resident: bool = True, **overrides):
+        from . import devices
+
+        # the device first: a missing GPU is reported before any work (rnnc/devices.py)
+        self.device = devices.select(device, allow_cpu) if device is not None else devices.current()
+        self.resident = resident   # parameters and slots stay on the device between steps (resident.py)
+        self._res = None
         model = check(spec, unroll=unroll)
         refuse_unsupported(model)
         if model.loss is None:
@@ -176,6 +183,7 @@ class Trainer:
         if resume:
             self._resume()
         self.sess = session_from_proto(self.tm.onnx, threads)
+        self.placed = self._placed_segments(threads, allow_cpu)
         self.time_dims = sequence_time_dims(self.model)
         self.len_inputs = length_inputs(self.model)
 
@@ -265,21 +273,60 @@ class Trainer:
     def run_step(self, feeds: dict, lr: float, carry: dict) -> dict:
         s = self.state
         inputs = dict(feeds)
-        inputs |= s.params
-        inputs |= s.slots
         inputs["lr"] = np.asarray(lr, np.float32)
         inputs["step"] = np.asarray(s.step, np.int64)
+        if "seed" in {i.name for i in self.sess.get_inputs()}:   # dropout masks: f(seed, step)
+            inputs["seed"] = np.asarray(self.seed, np.int64)
         batch = len(next(iter(feeds.values())))
         for i, _, size in self.tm.state_io:
             inputs[i] = carry.get(i, np.zeros((batch, size), np.float32))
-        names = [o.name for o in self.sess.get_outputs()]
-        values = dict(zip(names, self.sess.run(names, inputs)))
-        s.params = {k: values[f"{k}.next"] for k in s.params}
-        s.slots = {k: values[f"{k}.next"] for k in s.slots}
+        if self.placed is not None:
+            values = self._placed_step(inputs)
+        elif self.resident:
+            values = self._resident_step(inputs)
+        else:
+            inputs |= s.params
+            inputs |= s.slots
+            names = [o.name for o in self.sess.get_outputs()]
+            values = dict(zip(names, self.sess.run(names, inputs)))
+            s.params = {k: values[f"{k}.next"] for k in s.params}
+            s.slots = {k: values[f"{k}.next"] for k in s.slots}
         for i, o, _ in self.tm.state_io:
             carry[i] = values[o]
         s.step += 1
         return values
+
+    def _placed_segments(self, threads, allow_cpu):
+        """A spec that places cells trains segment by segment, each on its device: the
+        forward segments in order, then the backward ones in reverse (rnnc/placement.py)."""
+        from .placement import PlacedModel, is_placed, segment_models
+
+        if not is_placed(self.tm.graph):
+            return None
+        entry, segs = segment_models(self.tm.graph, "train", self.model.name, {})
+        return PlacedModel(self.out, segments=entry["segments"], protos=[p for _, p in segs],
+                           run_device=str(self.device), allow_cpu=allow_cpu, threads=threads)
+
+    def _placed_step(self, inputs: dict) -> dict:
+        s = self.state
+        names = [o.name for o in self.sess.get_outputs()]
+        values = self.placed.run(inputs | dict(s.params) | dict(s.slots), fetch=names)
+        s.params = {k: values[f"{k}.next"] for k in s.params}
+        s.slots = {k: values[f"{k}.next"] for k in s.slots}
+        return values
+
+    def _resident_step(self, inputs: dict) -> dict:
+        """Parameters and slots stay bound on the device (rnnc/resident.py); only the loss
+        and the logged scalars come back. `state.params`/`state.slots` read them on access."""
+        from .resident import ArrayView, Resident
+
+        s = self.state
+        if self._res is None or s.params is not self._res[1] or s.slots is not self._res[2]:
+            res = Resident(self.sess, self.device.ort_device, dict(s.params) | dict(s.slots))
+            s.params, s.slots = ArrayView(res, list(s.params)), ArrayView(res, list(s.slots))
+            self._res = (res, s.params, s.slots)
+        fetch = ["loss", "grad_norm"] + list(self.tm.metrics)
+        return self._res[0].step(inputs, fetch, keep=[o for _, o, _ in self.tm.state_io])
 
     def train(self) -> dict:
         cfg, s = self.cfg, self.state
@@ -375,13 +422,10 @@ def _remove_stale_temp_files(directory: Path) -> None:
 
 
 def session_from_proto(proto, threads=None):
-    import onnxruntime as ort
+    """A session on the selected device (rnnc/devices.py)."""
+    from .devices import session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return session(proto, threads)
 
 
 def evaluate_proto(proto, data: dict, threads=None, chunk: int = 512) -> dict:

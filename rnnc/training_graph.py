@@ -4,7 +4,8 @@ Train model interface (README "The train model"):
   inputs   the data inputs the loss needs; every parameter by its name (`rnn.W`, ...);
            each optimizer slot `<param>.<slot>` (`.m`, `.v` for adam/adamw, `.momentum` for
            sgd with momentum); `lr` (scalar); `step` (i64 scalar, updates made so far); with
-           tbptt, the initial state parts `state.<cell>.<path>`.
+           tbptt, the initial state parts `state.<cell>.<path>`; with dropout, `seed` (i64
+           scalar: the masks are a function of seed and step, lower/dropout.py).
   outputs  `loss`, each metric by name, `grad_norm` (global norm before clipping), then
            `<param>.next` and `<param>.<slot>.next` for every parameter and slot, then with
            tbptt the final state parts `state.<cell>.<path>.next`.
@@ -23,6 +24,7 @@ from .export import to_model
 from .api import finalize
 from .grad.reverse import param_gradients
 from .ir import Model
+from .lower.dropout import DropoutSource
 from .lower.model import ModelLowering, _rename_output
 from .optim import apply_updates, slot_names
 
@@ -36,6 +38,7 @@ class TrainModel:
     state_io: list[tuple[str, str, int]]
     metrics: list[str]
     strategies: list[tuple[str, str]]
+    graph: object = None                   # the tensor graph exported (placement cuts it into segments)
 
 
 def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stateful: bool,
@@ -44,6 +47,8 @@ def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stat
         raise ValueError("the spec has no loss")
     lw = ModelLowering(model, fdtype, seed, unroll, weights)
     lw.training = training
+    if training:     # dropout lives in differentiated graphs only (lower/dropout.py)
+        lw.runner.dropout = DropoutSource(lw.b)
     lw.expose_state = stateful
     lw.window = window
     outs = [_rename_output(lw.b, lw.lower(model.loss), "loss")]
@@ -82,13 +87,14 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     init_values = {n: g.initializers[n] for n in param_names}
     data_inputs = [v.name for v in g.inputs]
 
+    placed = {i: n.placement for n in g.nodes for i in n.inputs if i in set(param_names)}   # for updates
     grads = param_gradients(b, list(g.nodes), {loss.name: b.const(1.0)}, param_names, memory=memory)
     params = {n: b.tensor(n) for n in param_names}
     slot_kinds = slot_names(cfg.optimizer, dict(cfg.optimizer_args))
     slots = {n: {k: b.input(f"{n}.{k}", b.fdtype, params[n].shape) for k in slot_kinds} for n in param_names}
     lr = b.input("lr", b.fdtype, ())
-    step = b.input("step", "i64", ())
-    new_params, new_slots, norm = apply_updates(b, cfg, params, grads, slots, lr, step)
+    step = b.tensor("step") if "step" in {v.name for v in g.inputs} else b.input("step", "i64", ())
+    new_params, new_slots, norm = apply_updates(b, cfg, params, grads, slots, lr, step, placed)
 
     outputs = outs + [_rename_output(b, norm, "grad_norm")]
     for n in param_names:
@@ -109,7 +115,7 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     proto = to_model(g, model.name, metadata(model, extra))
     data = [n for n in data_inputs if n in {v.name for v in g.inputs} and not n.startswith("state.")]
     return TrainModel(proto, init_values, slot_values, data, lw.state_io,
-                      [n for n, _ in model.metrics], lw.strategies)
+                      [n for n, _ in model.metrics], lw.strategies, g)
 
 
 

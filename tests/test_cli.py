@@ -27,7 +27,7 @@ train { optimizer adam(lr=0.01)  batch 4  epochs 1 }
 """
 NO_TRAIN_BLOCK = GOOD[:GOOD.index("train {")]
 BAD = GOOD.replace("basic(4)", "lstn(4)")          # 4:12: unknown cell 'lstn'
-UNSUPPORTED = GOOD.replace("basic(4)", "basic(4) | dropout(output_keep=0.5)")
+BAD_UNITS = GOOD.replace("basic(4)", "basic(0)")       # resolves, then fails a check
 
 
 def rnnc(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -122,8 +122,8 @@ def test_compile_unroll_static_over_symbolic_time_is_a_located_spec_error(tmp_pa
     assert_clean(p)
 
 
-@pytest.mark.parametrize("text, code", [(BAD, 3), (UNSUPPORTED, 3), ("model tiny\noutput (\n", 3)],
-                         ids=["bad spec", "unsupported construct", "syntax error"])
+@pytest.mark.parametrize("text, code", [(BAD, 3), (BAD_UNITS, 3), ("model tiny\noutput (\n", 3)],
+                         ids=["bad spec", "bad units", "syntax error"])
 def test_failed_compile_keeps_the_existing_model(compiled, tmp_path, text, code):
     root, _ = compiled
     before = (root / "model" / "infer.onnx").read_bytes()

@@ -298,21 +298,11 @@ def _where(text: str, needle: str) -> tuple[int, int]:
     raise AssertionError(f"{needle!r} not in the example")
 
 
-def test_compiling_section_3_names_dropout_and_placement(examples, tmp_path):
+def test_compiling_section_3_works_without_a_gpu(examples, tmp_path):
+    # dropout and placement both compile (issue 5); compiling never needs the device
     path = _section(examples, 3)
-    with pytest.raises(SpecError) as info:
-        compile(path, out=tmp_path / "out")
-    error, text = info.value, path.read_text()
-    assert not (tmp_path / "out" / "infer.onnx").exists()
-    assert all(d.span is not None and "not supported" in d.message and "yet" in d.message
-               for d in error.diagnostics), error.report()
-    dropout = [d for d in error.diagnostics if d.message.endswith(": dropout")]
-    assert dropout and (dropout[0].span.line, dropout[0].span.column) == _where(text, "dropout(")
-    cuda = [d for d in error.diagnostics if d.message.endswith("placement `on cuda:0`")]
-    assert cuda and (cuda[0].span.line, cuda[0].span.column) == _where(text, "cuda:0")
-    report = error.report()
-    assert text.splitlines()[dropout[0].span.line - 1] in report.splitlines()
-    assert "rnnc check" in report   # the hint says checking accepts it
+    result = compile(path, out=tmp_path / "out")
+    assert {"infer.onnx", "eval.onnx", "train.onnx"} <= {p.name for p in result.files}
 
 
 def test_compiling_section_5_writes_the_seq2seq_models(examples, tmp_path):
@@ -320,23 +310,3 @@ def test_compiling_section_5_writes_the_seq2seq_models(examples, tmp_path):
     result = compile(path, out=tmp_path / "out")
     assert sorted(p.name for p in result.files) == ["decoder_step.onnx", "encoder.onnx", "eval.onnx",
                                                      "infer.onnx", "train.onnx"]
-
-
-@pytest.mark.parametrize("cell, run, what, where", [
-    ("lstm(4) | dropout(output_keep=0.9)", "r(x)", "dropout", "3:20"),
-    ("lstm(4) on cuda:0", "r(x)", "placement `on cuda:0`", "3:21"),
-])
-def test_compile_refuses_later_constructs_located(tmp_path, cell, run, what, where):
-    text = f"model m\ninput x: f32[batch, 8, 3]\ncell r = {cell}\nseq, _ = {run}\noutput seq\n"
-    spec = tmp_path / FILE
-    spec.write_text(text)
-    check(spec)                                  # checking accepts it
-    with pytest.raises(SpecError) as info:
-        compile(spec, out=tmp_path / "out")
-    d = info.value.diagnostics[0]
-    assert d.message == f"not supported by this version of rnnc yet: {what}"
-    line, col = map(int, where.split(":"))
-    assert (d.span.line, d.span.column) == (line, col)
-    lines = info.value.report().splitlines()
-    assert lines[1] == text.splitlines()[line - 1] and lines[2].index("^") == col - 1
-    assert not (tmp_path / "out").exists()

@@ -41,6 +41,7 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
              memory: str = "store") -> dict[str, Tensor]:
     dep = depends_on(nodes, wrt)
     grads: dict[str, Tensor] = dict(seeds)
+    outer_placement = b.root.placement
 
     def add(name: str, g: Tensor | None) -> None:
         if g is None or name not in dep:
@@ -60,6 +61,7 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
             continue
         ins = [b.tensor(i) if i else None for i in node.inputs]
         outs = [b.tensor(o) for o in node.outputs]
+        b.root.placement = node.placement     # a gradient runs where its forward op runs
         if node.op == "Scan":
             from .scan import scan_grad
             gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep, memory)
@@ -77,6 +79,7 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
         for name, g in zip(node.inputs, gins):
             if name:
                 add(name, g)
+    b.root.placement = outer_placement
     return grads
 
 
@@ -92,11 +95,15 @@ def param_gradients(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], par
     intercept = {p for p, k in uses.items() if k > 1}
     pairs: dict[str, list] = {}
     grads = backprop(b, nodes, seeds, set(params), intercept=intercept, pairs=pairs, memory=memory)
+    placed = {i: n.placement for n in nodes for i in n.inputs if i in params}
+    outer_placement = b.root.placement
     for p, found in pairs.items():
+        b.root.placement = placed.get(p)
         left = [b.flatten_leading(a) if a.rank != 2 else a for a, _ in found]
         right = [b.flatten_leading(g) if g.rank != 2 else g for _, g in found]
         a_all = b.concat(left, axis=0) if len(left) > 1 else left[0]
         g_all = b.concat(right, axis=0) if len(right) > 1 else right[0]
         dw = b.matmul(b.transpose(a_all, [1, 0]), g_all)
         grads[p] = b.add(grads[p], dw) if p in grads else dw
+    b.root.placement = outer_placement
     return grads

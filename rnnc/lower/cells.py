@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..builder import Builder, Tensor
 from ..cells import ParamSpec
-from ..ir import Bi, Leaf, Project, Residual, Stack, state_layout
+from ..ir import Bi, Dropout, Leaf, Project, Residual, Stack, state_layout, Placed
 from .fused import fusable, run_fused
 from .recurrence import run_cell, zero_state
 
@@ -20,6 +20,8 @@ class CellRunner:
         self.b = b
         self.param = param   # (name, ParamSpec) -> Tensor, shared by name
         self.decisions: list[tuple[str, str, str]] = []   # (cell path, lowering, why) per leaf
+        self.placements = 0
+        self.dropout = None   # a lower.dropout.DropoutSource in training graphs; None: no dropout
 
     def run(self, cell, prefix: str, x: Tensor, mask: Tensor | None, lengths: Tensor | None,
             initial: dict[str, Tensor], strategy) -> tuple[Tensor, dict[str, Tensor]]:
@@ -32,13 +34,15 @@ class CellRunner:
             base, why, fuse = strategy
             if fuse == "lstm" and cell.cell.kind != "lstm":
                 fuse, why = "", f"auto fuses only LSTMs (onnxruntime's fused {cell.cell.kind} kernel is no faster); {why}"
-            not_fusable = fusable(cell.cell, x.dtype) if fuse else None
+            step_cell, extra = self.dropout.wrap_leaf(cell.cell, x) if self.dropout else (cell.cell, [])
+            dropped = step_cell is not cell.cell
+            not_fusable = (fusable(cell.cell, x.dtype) if not dropped else "state dropout") if fuse else None
             if fuse and not_fusable is None:
                 self.decisions.append((prefix, "fused", "ONNX's own operator computes exactly this cell"))
                 y, final = run_fused(b, cell.cell, params, x, init, lengths)
             else:
                 self.decisions.append((prefix, base, f"{not_fusable}; {why}" if not_fusable else why))
-                y, final = run_cell(b, cell.cell, params, x, init, mask, base)
+                y, final = run_cell(b, step_cell, params, x, init, mask, base, extra)
             return y, dict(zip(cell.cell.state_names, final))
         if isinstance(cell, Stack):
             final: dict[str, Tensor] = {}
@@ -56,6 +60,18 @@ class CellRunner:
         if isinstance(cell, Residual):
             y, final = self.run(cell.inner, prefix, x, mask, lengths, initial, strategy)
             return _masked(b, y + x, mask), final
+        if isinstance(cell, Dropout):   # training graphs only; elsewhere the inner cell (keep = 1)
+            if self.dropout is None:
+                return self.run(cell.inner, prefix, x, mask, lengths, initial, strategy)
+            return self.dropout.run(self, cell, prefix, x, mask, lengths, initial, strategy)
+        if isinstance(cell, Placed):      # each `on` is its own segment (rnnc/placement.py)
+            saved = b.root.placement
+            self.placements += 1
+            b.root.placement = f"{self.placements}:{cell.device}"
+            try:
+                return self.run(cell.inner, prefix, x, mask, lengths, initial, strategy)
+            finally:
+                b.root.placement = saved
         if isinstance(cell, Bi):
             yf, sf = self.run(cell.fw, f"{prefix}.fw", x, mask, lengths, _sub(initial, "fw."), strategy)
             full = lengths if lengths is not None else _full_lengths(b, x)

@@ -96,8 +96,10 @@ class _Guard:
             v = self.g.values[o]
             else_g.values[r] = Value(r, v.dtype, v.shape)
         else_g.outputs = [else_g.values[r] for r in renamed]
-        return [Node("Size", [x], [size]), Node("Equal", [size, zero], [empty]),
-                Node("If", [empty], list(node.outputs), {"then_branch": then_g, "else_branch": else_g})]
+        p = node.placement
+        return [Node("Size", [x], [size], placement=p), Node("Equal", [size, zero], [empty], placement=p),
+                Node("If", [empty], list(node.outputs), {"then_branch": then_g, "else_branch": else_g},
+                     placement=p)]
 
 
 def guard_empty_scans(graph: Graph) -> Graph:

@@ -75,6 +75,7 @@ def hoist(b: Builder, traced: TracedStep) -> TracedStep:
 
 
 def _move_invariant(b: Builder, body: Graph, node: Node) -> None:
+    node.placement = b.root.placement
     b.g.nodes.append(node)
     for o in node.outputs:
         b.g.values[o] = body.values[o]
@@ -114,7 +115,7 @@ def _lift_per_step(b: Builder, body: Graph, node: Node, outer_seq: dict[str, Ten
         b.g.values[name] = ov
         outer_seq[o] = Tensor(b, ov)
         outs.append(name)
-    b.g.nodes.append(Node(node.op, ins, outs, dict(node.attrs)))
+    b.g.nodes.append(Node(node.op, ins, outs, dict(node.attrs), placement=b.root.placement))
 
 
 def hoist_invariants(b: Builder, body: Graph) -> None:

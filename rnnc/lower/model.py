@@ -182,5 +182,5 @@ def lower_model(model: Model, outputs: list[tuple[str, Expr]], fdtype: str = "f3
 def _rename_output(b: Builder, t: Tensor, name: str) -> Tensor:
     """Graph outputs carry the spec's names: an Identity named after the output."""
     b.g.values[name] = Value(name, t.dtype, t.shape)
-    b.g.nodes.append(Node("Identity", [t.name], [name]))
+    b.g.nodes.append(Node("Identity", [t.name], [name], placement=b.root.placement))
     return b.tensor(name)

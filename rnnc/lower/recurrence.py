@@ -39,8 +39,8 @@ def zero_state(b: Builder, x: Tensor, size: int) -> Tensor:
 
 
 def run_cell(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor, initial: list[Tensor],
-             mask: Tensor | None, strategy: str) -> tuple[Tensor, list[Tensor]]:
-    traced = hoist(b, trace_step(b, cell, params, x, mask))
+             mask: Tensor | None, strategy: str, extra: list[Tensor] = ()) -> tuple[Tensor, list[Tensor]]:
+    traced = hoist(b, trace_step(b, cell, params, x, mask, extra=extra))
     if strategy == "static":
         return _unrolled(b, traced, initial, x)
     return _scan(b, traced, initial, x, cell)
@@ -91,6 +91,7 @@ def inline(b: Builder, body: Graph, args: list[Tensor], rename: dict[str, str] |
             outs.append(new)
         if node.body is not None:
             raise ValueError("a step body with a loop inside cannot be unrolled")
-        b.g.nodes.append(Node(node.op, [rename.get(i, i) for i in node.inputs], outs, dict(node.attrs)))
+        b.g.nodes.append(Node(node.op, [rename.get(i, i) for i in node.inputs], outs, dict(node.attrs),
+                              placement=b.root.placement))
     return [b.tensor(rename.get(v.name, v.name)) for v in body.outputs]
 
