@@ -172,7 +172,7 @@ def bench(names: list[str], repeats: int) -> dict:
         for _ in range(3):                  # rounds interleave the libraries
             for k, fn in runners.items():
                 times[k].append(median_ms(fn, max(repeats // 3, 7)))
-                time.sleep(0.2)             # let the other library's threads go idle
+                time.sleep(1.0)             # let the other library's threads go idle (torch spins ~200 ms)
         results[name] = {k: statistics.median(v) for k, v in times.items()}
         print_row(name, results[name])
     return results

@@ -131,19 +131,26 @@ def compile(spec, out, unroll, stateful, seed, memory, explain):
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the outputs to this .npz file.")
 @click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="Models with vocabularies: one source text per line, as a batch.")
+@click.option("--pipeline", type=int, default=0, metavar="N",
+              help="For a placed model (a folder with manifest.json): N micro-batches flowing through its segments.")
 @device_options
 @guarded
-def run(model, inputs, out, text_file, device, allow_cpu):
+def run(model, inputs, out, text_file, pipeline, device, allow_cpu):
     """Run MODEL (a folder or an .onnx file) on inputs given as name=file.npy; for models
     with vocabularies also name="some text" (or --text FILE), and text outputs are printed
-    as text."""
+    as text. A folder with a manifest.json (a spec that places cells) runs placed: each
+    segment on its device, the unplaced work on --device."""
     from .api import write_atomic
-    from .runtime import model_file, run_session, session
+    from .runtime import model_file, run_placed, run_session, session
     from .seq2seq.textio import decoded_outputs, feeds as text_feeds
 
     _select_device(device, allow_cpu)
     sess = session(model_file(model))
-    results = run_session(sess, text_feeds(sess, list(inputs), text_file))
+    feeds = text_feeds(sess, list(inputs), text_file)
+    if Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
+        results = run_placed(Path(model), feeds, pipeline, device or "cpu", allow_cpu)
+    else:
+        results = run_session(sess, feeds)
     if out:
         import io
 
