@@ -96,18 +96,21 @@ def rnnc_runners(w: dict, data: dict):
         sess = ort_session(build_infer(model, unroll).onnx.SerializeToString())
         feeds = {"x": data["x"]}
         runners[f"rnnc {unroll} fwd"] = (lambda s=sess, f=feeds: s.run(None, f))
-    tm = build_train(model, "auto")
+    runners["rnnc train step"] = rnnc_train_step(build_train(model, "auto"), data)
+    return runners
+
+
+def rnnc_train_step(tm, data: dict):
+    """One step of the train model as a user's app runs it: parameters and slots fed back."""
     sess = ort_session(tm.onnx.SerializeToString())
     state = {**tm.params, **tm.slots}
     feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64)}
-    loss_only = ["loss"] + [f"{k}.next" for k in state]
+    names = ["loss"] + [f"{k}.next" for k in state]
 
-    def train_step():
-        out = sess.run(loss_only, {**feeds, **state})
-        for k, v in zip(state, out[1:]):
-            state[k] = v
-    runners["rnnc train step"] = train_step
-    return runners
+    def step():
+        out = sess.run(names, {**feeds, **state})
+        state.update(zip(state, out[1:]))
+    return step
 
 
 # ----- PyTorch -----
@@ -209,15 +212,7 @@ def memory_child(framework: str, T: int, policy: str) -> None:
         from rnnc.api import check
         from rnnc.training_graph import build_train
 
-        tm = build_train(check("bench.rnn", text=spec_for(w)), "auto", memory=policy)
-        sess = ort_session(tm.onnx.SerializeToString())
-        state = {**tm.params, **tm.slots}
-        feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64)}
-        names = ["loss"] + [f"{k}.next" for k in state]
-
-        def step():
-            out = sess.run(names, {**feeds, **state})
-            state.update(zip(state, out[1:]))
+        step = rnnc_train_step(build_train(check("bench.rnn", text=spec_for(w)), "auto", memory=policy), data)
     Path("/proc/self/clear_refs").write_text("5")      # reset the peak (VmHWM) to the current RSS
     before = _rss_kib("VmRSS")
     for _ in range(3):

@@ -78,3 +78,21 @@ def blocks(a: np.ndarray, order, axis: int) -> np.ndarray:
 
 def f32(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def forget_bias_vector(unit) -> np.ndarray:
+    """An LSTM's forget_bias on the f block of rnnc's i, j, f, o layout (what rnnc adds at
+    every step, and what a framework that has no forget_bias keeps in its bias)."""
+    v = np.zeros(4 * unit.units, np.float32)
+    v[2 * unit.units:3 * unit.units] = np.float32(unit.options["forget_bias"])
+    return v
+
+
+def import_denses(st, src, maps: dict, render, out: dict) -> None:
+    """Dense layers as `<name>/kernel [in, out]` and `<name>/bias [out]` (Keras and TF1 alike)."""
+    for dn in st.denses:
+        n, _ = source_prefix(dn.path, maps, render)
+        k = src.get(render(n, ["kernel"]), (dn.in_size, dn.out_size), dn.describe(), dn.span)
+        b = src.get(render(n, ["bias"]), (dn.out_size,), dn.describe(), dn.span)
+        if k is not None and b is not None:
+            out[f"{dn.path}.W"], out[f"{dn.path}.b"] = f32(k), f32(b)

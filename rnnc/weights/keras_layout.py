@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Source, blocks, f32, join, source_prefix
-from .structure import CellUnit, Structure
+from .common import Source, blocks, f32, forget_bias_vector, import_denses, join, source_prefix
+from .structure import Structure
 
 NAME = "Keras"
 GATES = {"basic": 1, "lstm": 4, "gru": 3}
@@ -49,12 +49,6 @@ def unsupported(st: Structure, diag) -> set[str]:
                     bad.add(u.path)
                     break
     return bad
-
-
-def _fbvec(u: CellUnit) -> np.ndarray:
-    v = np.zeros(4 * u.units, np.float32)
-    v[2 * u.units:3 * u.units] = np.float32(u.options["forget_bias"])
-    return v
 
 
 def import_(st: Structure, src: Source, maps: dict, skip: set[str]) -> dict[str, np.ndarray]:
@@ -84,19 +78,14 @@ def import_(st: Structure, src: Source, maps: dict, skip: set[str]) -> dict[str,
             out[f"{p}.W"], out[f"{p}.U"], out[f"{p}.b"] = f32(k), f32(r), f32(b)
         elif u.kind == "lstm":
             out[f"{p}.W"], out[f"{p}.U"] = f32(blocks(k, LSTM_PERM, 1)), f32(blocks(r, LSTM_PERM, 1))
-            out[f"{p}.b"] = f32(blocks(b, LSTM_PERM, 0) - _fbvec(u))
+            out[f"{p}.b"] = f32(blocks(b, LSTM_PERM, 0) - forget_bias_vector(u))
         else:
             out[f"{p}.W"], out[f"{p}.U"] = f32(blocks(k, GRU_PERM, 1)), f32(blocks(r, GRU_PERM, 1))
             if ra:
                 out[f"{p}.b"], out[f"{p}.bU"] = f32(blocks(b[0], GRU_PERM, 0)), f32(blocks(b[1], GRU_PERM, 0))
             else:
                 out[f"{p}.b"] = f32(blocks(b, GRU_PERM, 0))
-    for dn in st.denses:
-        n, _ = source_prefix(dn.path, maps, render)
-        k = src.get(render(n, ["kernel"]), (dn.in_size, dn.out_size), dn.describe(), dn.span)
-        b = src.get(render(n, ["bias"]), (dn.out_size,), dn.describe(), dn.span)
-        if k is not None and b is not None:
-            out[f"{dn.path}.W"], out[f"{dn.path}.b"] = f32(k), f32(b)
+    import_denses(st, src, maps, render, out)
     return out
 
 
@@ -109,7 +98,7 @@ def export(st: Structure, params: dict, maps: dict) -> dict[str, np.ndarray]:
         if u.kind == "basic":
             t = (W, U, b)
         elif u.kind == "lstm":
-            t = (blocks(W, LSTM_PERM, 1), blocks(U, LSTM_PERM, 1), blocks(b, LSTM_PERM, 0) + blocks(_fbvec(u), LSTM_PERM, 0))
+            t = (blocks(W, LSTM_PERM, 1), blocks(U, LSTM_PERM, 1), blocks(b, LSTM_PERM, 0) + blocks(forget_bias_vector(u), LSTM_PERM, 0))
         elif u.options["reset_after"]:
             t = (blocks(W, GRU_PERM, 1), blocks(U, GRU_PERM, 1),
                  np.stack([blocks(b, GRU_PERM, 0), blocks(params[f"{p}.bU"], GRU_PERM, 0)]))

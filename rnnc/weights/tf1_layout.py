@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Source, f32, join, source_prefix
+from .common import Source, f32, import_denses, join, source_prefix
 from .structure import Structure
 
 NAME = "TF1"
@@ -91,12 +91,7 @@ def import_(st: Structure, src: Source, maps: dict, skip: set[str]) -> dict[str,
                 out[f"{p}.W"] = f32(np.concatenate([gk[:I], ck[:I]], 1))
                 out[f"{p}.U"] = f32(np.concatenate([gk[I:], ck[I:]], 1))
                 out[f"{p}.b"] = f32(np.concatenate([gb, cb]))
-    for dn in st.denses:
-        n, _ = source_prefix(dn.path, maps, render)
-        k = src.get(render(n, ["kernel"]), (dn.in_size, dn.out_size), dn.describe(), dn.span)
-        b = src.get(render(n, ["bias"]), (dn.out_size,), dn.describe(), dn.span)
-        if k is not None and b is not None:
-            out[f"{dn.path}.W"], out[f"{dn.path}.b"] = f32(k), f32(b)
+    import_denses(st, src, maps, render, out)
     return out
 
 

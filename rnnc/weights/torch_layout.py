@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Source, blocks, f32, join, source_prefix
-from .structure import CellUnit, Structure
+from .common import Source, blocks, f32, forget_bias_vector, join, source_prefix
+from .structure import Structure
 
 NAME = "PyTorch"
 GATES = {"basic": 1, "lstm": 4, "gru": 3}
@@ -77,12 +77,6 @@ def _prefixes(st: Structure, maps: dict, tensors: dict | None) -> dict[str, str]
     return out
 
 
-def _fbvec(u: CellUnit) -> np.ndarray:
-    v = np.zeros(4 * u.units, np.float32)
-    v[2 * u.units:3 * u.units] = np.float32(u.options["forget_bias"])
-    return v
-
-
 def import_(st: Structure, src: Source, maps: dict, skip: set[str]) -> dict[str, np.ndarray]:
     out = {}
     pre = _prefixes(st, maps, src.tensors)
@@ -105,7 +99,7 @@ def import_(st: Structure, src: Source, maps: dict, skip: set[str]) -> dict[str,
         elif u.kind == "lstm":
             out[f"{p}.W"] = f32(blocks(w_ih, LSTM_PERM, 0).T)
             out[f"{p}.U"] = f32(blocks(w_hh, LSTM_PERM, 0).T)
-            out[f"{p}.b"] = f32(blocks(b_ih, LSTM_PERM, 0) + (blocks(b_hh, LSTM_PERM, 0) - _fbvec(u)))
+            out[f"{p}.b"] = f32(blocks(b_ih, LSTM_PERM, 0) + (blocks(b_hh, LSTM_PERM, 0) - forget_bias_vector(u)))
             if w_hr is not None:
                 out[f"{p}.P"] = f32(w_hr.T)
         else:
@@ -131,7 +125,7 @@ def export(st: Structure, params: dict, maps: dict) -> dict[str, np.ndarray]:
             t = {"weight_ih": W.T, "weight_hh": U.T, "bias_ih": b, "bias_hh": np.zeros_like(b)}
         elif u.kind == "lstm":
             t = {"weight_ih": blocks(W.T, LSTM_PERM, 0), "weight_hh": blocks(U.T, LSTM_PERM, 0),
-                 "bias_ih": blocks(b, LSTM_PERM, 0), "bias_hh": blocks(_fbvec(u), LSTM_PERM, 0)}
+                 "bias_ih": blocks(b, LSTM_PERM, 0), "bias_hh": blocks(forget_bias_vector(u), LSTM_PERM, 0)}
             if u.options.get("proj"):
                 t["weight_hr"] = params[f"{p}.P"].T
         else:
