@@ -66,7 +66,7 @@ class Built:
     state_io: list[tuple[str, str, int]] = field(default_factory=list)
     decisions: list[tuple[str, str, str]] = field(default_factory=list)   # (cell path, lowering, why)
     graph: object = None                                                   # the tensor graph exported
-
+    providers: dict = field(default_factory=dict)                          # cell path -> provider
 
 def finalize(graph, keep_inputs: tuple[str, ...] = ()):
     """The last passes before export: dead code out, invariants checked, loops guarded
@@ -77,9 +77,10 @@ def finalize(graph, keep_inputs: tuple[str, ...] = ()):
 
 
 def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
-                weights: dict | None = None, stateful: bool = False) -> Built:
-    """The inference model: the spec's outputs, from exactly the inputs they need."""
-    lw = lower_model(model, list(model.outputs), fdtype, seed, unroll, weights, stateful)
+                weights: dict | None = None, stateful: bool = False, target: str = "cpu") -> Built:
+    """The inference model: the spec's outputs, from exactly the inputs they need, with
+    lowerings picked for running on `target`."""
+    lw = lower_model(model, list(model.outputs), fdtype, seed, unroll, weights, stateful, target)
     g = finalize(lw.g)
     extra = {"rnnc.kind": "infer_stateful" if stateful else "infer",
              "rnnc.lowering": [list(s) for s in lw.strategies]}
@@ -87,7 +88,7 @@ def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
         extra["rnnc.state"] = [{"input": i, "output": o, "size": s} for i, o, s in lw.state_io]
     proto = to_model(g, model.name, metadata(model, extra))
     return Built(proto, lw.strategies, {k: g.initializers[k] for k in g.params}, lw.state_io,
-                 list(lw.runner.decisions), g)
+                 list(lw.runner.decisions), g, dict(lw.runner.providers))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -117,7 +118,7 @@ class CompileResult:
 
 
 def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unroll: str = "auto",
-            seed: int = 0, stateful: bool = False, memory: str = "store") -> CompileResult:
+            seed: int = 0, stateful: bool = False, memory: str = "store", device: str = "cpu") -> CompileResult:
     """Compile a spec into a folder: infer.onnx; eval.onnx and train.onnx when the spec has a
     loss; infer_stateful.onnx with `stateful`; encoder.onnx and decoder_step.onnx with a
     seq2seq block. Nothing is written unless everything compiled."""
@@ -126,17 +127,19 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
     model = check(spec, unroll=unroll)
     refuse_unsupported(model)
     out_dir = Path(out) if out is not None else Path(model.name)
-    infer = build_infer(model, unroll, seed=seed)
+    target = "cuda" if device.startswith("cuda") else "cpu"     # never needs the device to be there
+    infer = build_infer(model, unroll, seed=seed, target=target)
     files = [(out_dir / "infer.onnx", infer.onnx)]
     train = None
     if model.loss is not None:
         from .training_graph import build_eval, build_train
 
-        files.append((out_dir / "eval.onnx", build_eval(model, unroll, seed=seed)))
+        files.append((out_dir / "eval.onnx", build_eval(model, unroll, seed=seed, target=target)))
         train = build_train(model, unroll, seed=seed, memory=memory)
         files.append((out_dir / "train.onnx", train.onnx))
     if stateful:
-        files.append((out_dir / "infer_stateful.onnx", build_infer(model, unroll, seed=seed, stateful=True).onnx))
+        files.append((out_dir / "infer_stateful.onnx",
+                      build_infer(model, unroll, seed=seed, stateful=True, target=target).onnx))
     from .seq2seq.export import seq2seq_files   # encoder.onnx, decoder_step.onnx (seq2seq)
 
     files += [(out_dir / name, proto) for name, proto in seq2seq_files(model, unroll, seed=seed).items()]

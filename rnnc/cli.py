@@ -114,14 +114,23 @@ def check(spec):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
 @click.option("--memory", type=click.Choice(["store", "recompute"]), default="store", show_default=True,
               help="What train.onnx's loops keep for the backward pass: every value it reads, or the states only.")
-@click.option("--explain", is_flag=True, help="Print the lowering chosen for each cell run, and why.")
+@click.option("--explain", is_flag=True, help="Print the lowering chosen for each cell run, why, and its provider.")
+@click.option("--device", "target", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N",
+              help="The device the models will run on: lowerings are picked for it by static rules "
+                   "(compiling never needs it to be there).")
 @guarded
-def compile(spec, out, unroll, stateful, seed, memory, explain):
+def compile(spec, out, unroll, stateful, seed, memory, explain, target):
     """Compile SPEC into ONNX models in a folder."""
     from . import api
+    from .devices import DeviceError, parse
     from .summary import summarize
 
-    result = api.compile(spec, out=out, unroll=unroll, seed=seed, stateful=stateful, memory=memory)
+    try:
+        parse(target)     # a misspelt device is a usage error, found before any work
+    except DeviceError as e:
+        raise click.UsageError(str(e)) from None
+    result = api.compile(spec, out=out, unroll=unroll, seed=seed, stateful=stateful, memory=memory,
+                         device=target)
     click.echo(summarize(result, explain))
 
 

@@ -34,7 +34,8 @@ def summarize(result, explain: bool = False) -> str:
     lines.append(f"  parameters: {n_params:,} in {len(result.infer.params)} tensors; "
                  f"nodes: {_count_nodes(proto.graph)} (loop bodies included)")
     for path, strategy, why in result.infer.decisions:
-        lines.append(f"  run of cell '{path}': {strategy}" + (f" — {why}" if explain else ""))
+        provider = result.infer.providers.get(path, "CPUExecutionProvider")
+        lines.append(f"  run of cell '{path}': {strategy}" + (f" [{provider}] — {why}" if explain else ""))
     if explain and result.model.loss is not None:
         lines.append("  (eval.onnx lowers the same way; train.onnx never uses fused operators, which rnnc cannot "
                      "differentiate: there auto is static or loop)")

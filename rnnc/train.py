@@ -398,13 +398,14 @@ class Trainer:
         sys.stderr.flush()
 
     def evaluate(self, data: dict) -> dict:
-        return evaluate_proto(build_eval(self.model, self.unroll, weights=self.state.params), data, self.threads)
+        proto = build_eval(self.model, self.unroll, weights=self.state.params, target=self.device.kind)
+        return evaluate_proto(proto, data, self.threads)
 
     def write_models(self) -> None:
         w = self.state.params
-        infer = build_infer(self.model, self.unroll, seed=self.seed, weights=w)
+        infer = build_infer(self.model, self.unroll, seed=self.seed, weights=w, target=self.device.kind)
         files = {"infer.onnx": infer.onnx.SerializeToString(),
-                 "eval.onnx": build_eval(self.model, self.unroll, weights=w).SerializeToString(),
+                 "eval.onnx": build_eval(self.model, self.unroll, weights=w, target=self.device.kind).SerializeToString(),
                  "train.onnx": self.tm.onnx.SerializeToString()}
         files |= {k: v.SerializeToString() for k, v in seq2seq_files(self.model, self.unroll, self.seed, w).items()}
         for name, data in files.items():

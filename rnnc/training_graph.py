@@ -42,10 +42,11 @@ class TrainModel:
 
 
 def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stateful: bool,
-                window: bool = False, training: bool = True) -> tuple[ModelLowering, list]:
+                window: bool = False, training: bool = True, target: str = "cpu") -> tuple[ModelLowering, list]:
     if model.loss is None:
         raise ValueError("the spec has no loss")
     lw = ModelLowering(model, fdtype, seed, unroll, weights)
+    lw.runner.target = target
     lw.training = training
     if training:     # dropout lives in differentiated graphs only (lower/dropout.py)
         lw.runner.dropout = DropoutSource(lw.b)
@@ -58,8 +59,8 @@ def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stat
 
 
 def build_eval(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
-               weights: dict | None = None) -> onnx.ModelProto:
-    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False, training=False)
+               weights: dict | None = None, target: str = "cpu") -> onnx.ModelProto:
+    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False, training=False, target=target)
     lw.g.outputs = [t.v for t in outs]
     g = finalize(lw.g)
     return to_model(g, model.name, metadata(model, {"rnnc.kind": "eval"}))

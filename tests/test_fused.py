@@ -90,3 +90,28 @@ def test_auto_fuses_inference_but_never_training_or_float64():
     assert [s for _, s in build_infer(model, "auto").strategies] == ["fused"]
     assert [s for _, s in build_infer(model, "auto", fdtype="f64").strategies] == ["loop"]
     assert not _ops(build_train(model, "auto").onnx.graph) & {"LSTM", "GRU", "RNN"}
+
+
+def test_lowerings_for_a_cuda_target_avoid_what_the_cuda_provider_sends_to_the_cpu(tmp_path):
+    """`rnnc compile --device cuda` picks lowerings by static rules, without a GPU: no fused
+    variant the CUDA provider would run on the CPU (peepholes, GRU reset-before, relu)."""
+    from rnnc.api import compile
+
+    cells = "stack(lstm(4, peepholes=true), lstm(4), gru(3), gru(3, reset_after=true), basic(3, activation=relu))"
+    spec = tmp_path / "cu.rnn"
+    spec.write_text(f"model cu\ninput x: f32[batch, time, 3]\ncell rnn = {cells}\n"
+                    "seq, _ = rnn(x, unroll=fused)\noutput seq\n")
+    cuda = compile(spec, out=tmp_path / "cuda", device="cuda").infer
+    assert [s for _, s in cuda.strategies] == ["loop", "fused", "loop", "fused", "loop"]
+    assert set(cuda.providers.values()) == {"CUDAExecutionProvider"}
+    cpu = compile(spec, out=tmp_path / "cpu").infer
+    assert [s for _, s in cpu.strategies] == ["fused"] * 5
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(_run(cuda, {"x": x})[0], _run(cpu, {"x": x})[0], atol=2e-6)
+
+
+def test_an_on_cuda_placement_lowers_its_cell_for_cuda():
+    built = build_infer(check("m.rnn", text=_spec("gru(3) on cuda:0")), "fused")
+    (path, strategy, why), = built.decisions
+    assert strategy != "fused" and "linear_before_reset" in why
+    assert built.providers[path] == "CUDAExecutionProvider"

@@ -21,6 +21,8 @@ class CellRunner:
         self.param = param   # (name, ParamSpec) -> Tensor, shared by name
         self.decisions: list[tuple[str, str, str]] = []   # (cell path, lowering, why) per leaf
         self.placements = 0
+        self.target = "cpu"            # the device the lowering is for: `rnnc compile --device`, or an `on`
+        self.providers: dict[str, str] = {}   # cell path -> the provider its nodes land on
         self.dropout = None   # a lower.dropout.DropoutSource in training graphs; None: no dropout
 
     def run(self, cell, prefix: str, x: Tensor, mask: Tensor | None, lengths: Tensor | None,
@@ -36,7 +38,8 @@ class CellRunner:
                 fuse, why = "", f"auto fuses only LSTMs (onnxruntime's fused {cell.cell.kind} kernel is no faster); {why}"
             step_cell, extra = self.dropout.wrap_leaf(cell.cell, x) if self.dropout else (cell.cell, [])
             dropped = step_cell is not cell.cell
-            not_fusable = (fusable(cell.cell, x.dtype) if not dropped else "state dropout") if fuse else None
+            not_fusable = (fusable(cell.cell, x.dtype, self.target) if not dropped else "state dropout") if fuse else None
+            self.providers[prefix] = "CUDAExecutionProvider" if self.target.startswith("cuda") else "CPUExecutionProvider"
             if fuse and not_fusable is None:
                 self.decisions.append((prefix, "fused", "ONNX's own operator computes exactly this cell"))
                 y, final = run_fused(b, cell.cell, params, x, init, lengths)
@@ -65,13 +68,14 @@ class CellRunner:
                 return self.run(cell.inner, prefix, x, mask, lengths, initial, strategy)
             return self.dropout.run(self, cell, prefix, x, mask, lengths, initial, strategy)
         if isinstance(cell, Placed):      # each `on` is its own segment (rnnc/placement.py)
-            saved = b.root.placement
+            saved, saved_target = b.root.placement, self.target
             self.placements += 1
             b.root.placement = f"{self.placements}:{cell.device}"
+            self.target = cell.device
             try:
                 return self.run(cell.inner, prefix, x, mask, lengths, initial, strategy)
             finally:
-                b.root.placement = saved
+                b.root.placement, self.target = saved, saved_target
         if isinstance(cell, Bi):
             yf, sf = self.run(cell.fw, f"{prefix}.fw", x, mask, lengths, _sub(initial, "fw."), strategy)
             full = lengths if lengths is not None else _full_lengths(b, x)

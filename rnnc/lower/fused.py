@@ -20,11 +20,21 @@ from ..builder import Builder, Tensor
 from ..cells import StepCell
 
 
-def fusable(cell: StepCell, dtype: str = "f32") -> str | None:
-    """Why `cell` cannot be fused, or None when it can."""
+def fusable(cell: StepCell, dtype: str = "f32", target: str = "cpu") -> str | None:
+    """Why `cell` cannot be fused for a run on `target`, or None when it can. For CUDA,
+    variants the CUDA provider sends to the CPU are refused (rnnc disables that fallback):
+    peepholes, non-default activations, GRU with linear_before_reset=0
+    (onnxruntime cuda_execution_provider.cc, RNNNeedFallbackToCPU)."""
     o = cell.options
     if dtype != "f32" and cell.kind in ("lstm", "gru", "basic"):
         return "onnxruntime's RNN operators run float32 only"
+    if target.startswith("cuda"):
+        if cell.kind == "lstm" and o.get("peepholes"):
+            return "the CUDA provider runs ONNX LSTM with peepholes on the CPU"
+        if cell.kind == "gru" and not o.get("reset_after"):
+            return "the CUDA provider runs ONNX GRU only with linear_before_reset=1 (reset_after=true)"
+        if cell.kind == "basic" and o.get("activation") != "tanh":
+            return "the CUDA provider runs ONNX RNN only with its default tanh"
     if cell.kind == "basic":
         return None
     if cell.kind == "lstm":

@@ -167,9 +167,12 @@ class ModelLowering:
 
 
 def lower_model(model: Model, outputs: list[tuple[str, Expr]], fdtype: str = "f32", seed: int = 0,
-                unroll: str = "auto", weights: dict | None = None, stateful: bool = False) -> ModelLowering:
-    """Lower `outputs` (name, Expr) into a graph whose outputs carry those names."""
+                unroll: str = "auto", weights: dict | None = None, stateful: bool = False,
+                target: str = "cpu") -> ModelLowering:
+    """Lower `outputs` (name, Expr) into a graph whose outputs carry those names; `target` is
+    the device the unplaced work will run on (lowerings are picked for it, by static rules)."""
     lw = ModelLowering(model, fdtype, seed, unroll, weights)
+    lw.runner.target = target
     lw.expose_state = stateful
     named = []
     for name, e in outputs:
