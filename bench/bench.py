@@ -75,10 +75,11 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def ort_session(proto_bytes: bytes):
+def ort_session(proto_bytes: bytes, training: bool = False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.enable_mem_pattern = not training     # as `rnnc train` sessions (rnnc/devices.py)
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
@@ -102,7 +103,7 @@ def rnnc_runners(w: dict, data: dict):
 
 def rnnc_train_step(tm, data: dict):
     """One step of the train model as a user's app runs it: parameters and slots fed back."""
-    sess = ort_session(tm.onnx.SerializeToString())
+    sess = ort_session(tm.onnx.SerializeToString(), training=True)
     state = {**tm.params, **tm.slots}
     feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64)}
     names = ["loss"] + [f"{k}.next" for k in state]

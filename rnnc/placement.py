@@ -116,7 +116,7 @@ class PlacedModel:
 
     def __init__(self, folder: str | Path, kind: str = "infer", run_device: str = "cpu",
                  allow_cpu: bool = False, threads: int | None = None, segments: list[dict] | None = None,
-                 protos: list | None = None):
+                 protos: list | None = None, training: bool = False):
         import onnxruntime as ort
 
         self.ort = ort
@@ -139,7 +139,7 @@ class PlacedModel:
                 chosen[spec] = devices.select(spec, allow_cpu=allow_cpu)
             dev = chosen[spec]
             model = protos[k] if protos is not None else folder / seg["file"]
-            self.sessions.append(devices.session(model, threads, dev))
+            self.sessions.append(devices.session(model, threads, dev, training=training))
             self.devices.append(dev.ort_device)
 
     def run(self, feeds: dict[str, np.ndarray], fetch: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -182,7 +182,7 @@ class Trainer:
         self.state = State(dict(self.tm.params), dict(self.tm.slots))
         if resume:
             self._resume()
-        self.sess = session_from_proto(self.tm.onnx, threads)
+        self.sess = session_from_proto(self.tm.onnx, threads, training=True)
         self.placed = self._placed_segments(threads, allow_cpu)
         self.time_dims = sequence_time_dims(self.model)
         self.len_inputs = length_inputs(self.model)
@@ -304,7 +304,7 @@ class Trainer:
         if not is_placed(self.tm.graph):
             return None
         entry, segs = segment_models(self.tm.graph, "train", self.model.name, {})
-        return PlacedModel(self.out, segments=entry["segments"], protos=[p for _, p in segs],
+        return PlacedModel(self.out, segments=entry["segments"], protos=[p for _, p in segs], training=True,
                            run_device=str(self.device), allow_cpu=allow_cpu, threads=threads)
 
     def _placed_step(self, inputs: dict) -> dict:
@@ -422,11 +422,11 @@ def _remove_stale_temp_files(directory: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def session_from_proto(proto, threads=None):
+def session_from_proto(proto, threads=None, training: bool = False):
     """A session on the selected device (rnnc/devices.py)."""
     from .devices import session
 
-    return session(proto, threads)
+    return session(proto, threads, training=training)
 
 
 def evaluate_proto(proto, data: dict, threads=None, chunk: int = 512) -> dict:
