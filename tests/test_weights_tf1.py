@@ -6,7 +6,8 @@ tensors under TF1's variable names (`rnn/basic_lstm_cell/kernel` = [x; h] @ kern
 i, j, f, o; `gru_cell/gates` r, u and `gru_cell/candidate`; `lstm_cell/w_f_diag`,
 `lstm_cell/projection/kernel`; `multi_rnn_cell/cell_k`; `bidirectional_rnn/fw|bw`) are
 imported and the compiled model is compared with the reference run on the same
-tensors, with and without lengths. (A fixture made by real TF1 is still missing.)
+tensors, with and without lengths. The real-TF1 oracle is tests/test_weights_tf1_real.py
+(fixtures made once with tf.compat.v1 by scripts/make_tf1_fixtures.py).
 Nothing is folded in TF1's layout: import → export gives back every tensor bit for bit.
 """
 from __future__ import annotations
