@@ -143,13 +143,13 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
     from .seq2seq.export import seq2seq_files   # encoder.onnx, decoder_step.onnx (seq2seq)
 
     files += [(out_dir / name, proto) for name, proto in seq2seq_files(model, unroll, seed=seed).items()]
-    files += _placed_files(model, out_dir, infer, train)
+    files += placed_files(model, out_dir, infer, train)
     for path, proto in files:
         write_atomic(path, proto if isinstance(proto, bytes) else proto.SerializeToString())
     return CompileResult(model, out_dir, [p for p, _ in files], infer)
 
 
-def _placed_files(model: Model, out_dir: Path, infer: Built, train) -> list:
+def placed_files(model: Model, out_dir: Path, infer: Built, train) -> list:
     """segments/*.onnx and manifest.json when the spec places cells (rnnc/placement.py);
     infer.onnx stays the whole, unplaced model."""
     from .placement import is_placed, segment_models

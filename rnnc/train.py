@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
-from .api import build_infer, check, refuse_unsupported, write_atomic
+from .api import build_infer, check, placed_files, refuse_unsupported, write_atomic
 from .datafile import DataError, batches, load_data, split
 from .errors import Diagnostic, SpecError
 from .ir import Model, TrainConfig, length_inputs, sequence_time_dims
@@ -408,6 +408,9 @@ class Trainer:
                  "eval.onnx": build_eval(self.model, self.unroll, weights=w, target=self.device.kind).SerializeToString(),
                  "train.onnx": self.tm.onnx.SerializeToString()}
         files |= {k: v.SerializeToString() for k, v in seq2seq_files(self.model, self.unroll, self.seed, w).items()}
+        # a placed spec: segments/ and manifest.json as `rnnc compile` writes them, trained
+        for path, data in placed_files(self.model, self.out, infer, self.tm):
+            files[str(path.relative_to(self.out))] = data if isinstance(data, bytes) else data.SerializeToString()
         for name, data in files.items():
             write_atomic(self.out / name, data)
         shutil.copyfile(self.out / "infer.onnx", self.out / ".model.onnx.tmp")

@@ -123,3 +123,17 @@ def test_a_cuda_segment_without_a_gpu_is_one_clear_error(tmp_path):
     x = np.ones((2, 3, 2), np.float32)
     np.testing.assert_allclose(placed.run({"x": x})["seq"], runtime.run(tmp_path / "g" / "infer.onnx", {"x": x})["seq"],
                                atol=1e-6)
+
+
+def test_a_placed_run_folder_holds_trained_segments(compiled, tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, **_feeds(batch=8, steps=6, seed=2))
+    run = tmp_path / "run"
+    Trainer(str(compiled / "p.rnn"), str(data), str(run), threads=1, progress=False).train()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [s["device"] for s in manifest["infer"]["segments"]] == ["run", "cpu", "cpu", "cpu", "run"]
+    feeds = _feeds(seed=3)
+    np.testing.assert_allclose(runtime.run(run, feeds)["pred"], runtime.run(run / "model.onnx", feeds)["pred"],
+                               atol=1e-6)
+    # the trained weights, not the initial ones
+    assert not np.allclose(runtime.run(run, feeds)["pred"], runtime.run(compiled / "p", feeds)["pred"])
