@@ -83,6 +83,7 @@ class Builder:
         self.placement: str | None = None   # on the root: the placement of the nodes being made
         self.depth = 0 if root is None else _depth(graph)
         self._consts: dict = {} if root is None else root._consts
+        self._transposes: dict = {}
 
     # ----- naming, values, constants -----
     def fresh(self, hint: str = "t") -> str:
@@ -204,7 +205,13 @@ class Builder:
         return self.op("MatMul", [a, b], shape)
 
     def transpose(self, x, perm):
-        return self.op("Transpose", [x], tuple(x.shape[p] for p in perm), attrs={"perm": list(perm)})
+        """Each value's transpose is made once per graph (a weight's Wᵀ is read by the
+        gradient of every step that used W)."""
+        key = (id(self.g), x.name, tuple(perm))
+        memo = self.root._transposes
+        if key not in memo or memo[key].name not in self.g.values:
+            memo[key] = self.op("Transpose", [x], tuple(x.shape[p] for p in perm), attrs={"perm": list(perm)})
+        return Tensor(self, memo[key].v)
 
     def reshape_to(self, x, target: list[int], out_shape: Shape):
         return self.op("Reshape", [x, self.const(np.array(target, dtype=np.int64), "i64")], out_shape)
