@@ -22,12 +22,12 @@ import json
 import os
 import re
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
+
+from .npzfile import NpzError, read_npz
 
 __all__ = [
     "FORMAT_VERSION",
@@ -182,22 +182,9 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     if not path.is_file():
         raise CheckpointError(path, "not a regular file")
     try:
-        is_zip = zipfile.is_zipfile(path)
-    except OSError as e:
-        raise CheckpointError(path, f"cannot read file: {e.strerror or e}") from e
-    if not is_zip:
-        raise CheckpointError(path, "not a valid .npz file (truncated or corrupt zip archive)")
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for name in npz.files:
-                arrays[name] = npz[name]
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise CheckpointError(path, "contains pickled (object) data, which is never loaded") from e
-        raise CheckpointError(path, f"corrupt array data ({e})") from e
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
-        raise CheckpointError(path, f"truncated or corrupt npz data ({e})") from e
+        arrays = read_npz(path)
+    except NpzError as e:
+        raise CheckpointError(path, str(e)) from e
     raw = arrays.pop(META_KEY, None)
     if raw is None:
         raise CheckpointError(path, f"missing the {META_KEY!r} entry (not an rnnc checkpoint)")

@@ -62,12 +62,12 @@ import difflib
 import math
 import os
 import re
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .npzfile import NpzError, read_npz
 
 __all__ = ["DTYPES", "DataError", "batches", "load_data", "split"]
 
@@ -249,31 +249,16 @@ def _check_shapes(
 
 
 def _read_npz(path: Path, expected: Expected) -> dict[str, np.ndarray]:
+    def needed(have: list[str]) -> list[str]:
+        missing = [n for n in expected if n not in have]
+        if missing:
+            raise DataError(path, _missing_message(missing, have, "arrays"))
+        return list(expected)
+
     try:
-        is_zip = zipfile.is_zipfile(path)
-    except OSError as e:
-        raise DataError(path, f"cannot read file: {e.strerror or e}") from e
-    if not is_zip:
-        raise DataError(path, "not a valid .npz file (truncated or corrupt zip archive)")
-    out: dict[str, np.ndarray] = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            have = list(npz.files)
-            missing = [n for n in expected if n not in have]
-            if missing:
-                raise DataError(path, _missing_message(missing, have, "arrays"))
-            for name in expected:
-                try:
-                    out[name] = npz[name]
-                except ValueError as e:
-                    if "pickle" in str(e).lower():
-                        raise DataError(
-                            path, f"array {name!r} holds pickled (object) data, which is never loaded"
-                        ) from e
-                    raise DataError(path, f"array {name!r} is corrupt ({e})") from e
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-        raise DataError(path, f"truncated or corrupt .npz data ({e})") from e
-    return out
+        return read_npz(path, needed)
+    except NpzError as e:
+        raise DataError(path, str(e)) from e
 
 
 # --------------------------------------------------------------------------- csv

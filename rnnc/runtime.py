@@ -65,9 +65,13 @@ def check_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def spec_dtype(onnx_type: str) -> str:
+    """'tensor(float)' -> 'f32': an ONNX input's type as the spec language writes it."""
+    return {v: k for k, v in NUMPY_DTYPES.items()}.get(ONNX_TO_NUMPY.get(onnx_type), onnx_type)
+
+
 def _fmt(inp) -> str:
-    kind = {v: k for k, v in NUMPY_DTYPES.items()}.get(ONNX_TO_NUMPY.get(inp.type), inp.type)
-    return f"{kind}[{', '.join(str(d) for d in inp.shape)}]"
+    return f"{spec_dtype(inp.type)}[{', '.join(str(d) for d in inp.shape)}]"
 
 
 def load_array(spec: str) -> tuple[str, np.ndarray]:

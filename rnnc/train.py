@@ -453,17 +453,15 @@ def evaluate(model_path: str, data_path: str, decode: str | None = None) -> dict
     eval.onnx; `decode` = e.g. "beam(width=4, max_len=12)" decodes another way)."""
     import onnx
 
-    from .runtime import model_file
+    from .runtime import model_file, spec_dtype
     from .seq2seq.evaluate import decode_metrics, text_of
 
     path = model_file(model_path, "eval.onnx")
     proto = onnx.load(str(path))
     sess = session_from_proto(proto)
     expected = {}
-    dtypes = {"tensor(float)": "f32", "tensor(double)": "f64", "tensor(int64)": "i64", "tensor(int32)": "i32",
-              "tensor(bool)": "bool"}
     for i in sess.get_inputs():
-        expected[i.name] = (dtypes.get(i.type, "f32"), tuple(d if isinstance(d, int) else str(d) for d in i.shape))
+        expected[i.name] = (spec_dtype(i.type), tuple(d if isinstance(d, int) else str(d) for d in i.shape))
     text = text_of(proto)
     if text is not None:     # the decode model also reads the target's lengths
         expected |= {c["lengths"]: ("i64", ("batch",)) for c in text[0] if c.get("lengths")}

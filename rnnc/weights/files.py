@@ -10,10 +10,11 @@ import io
 import json
 import os
 import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..npzfile import NpzError, read_npz
 
 from ..runtime import InputError
 
@@ -36,12 +37,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return read_safetensors(p)
     if p.suffix == ".npz":
         try:
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except ValueError as e:
-            raise WeightsError(f"{path}: {e} (object arrays are never unpickled)") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as e:
-            raise WeightsError(f"{path}: not a readable .npz file ({e})") from None
+            return read_npz(p)
+        except NpzError as e:
+            raise WeightsError(f"{path}: {e}") from None
     raise WeightsError(f"{path}: weights files are .npz or .safetensors")
 
 
