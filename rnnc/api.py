@@ -21,6 +21,7 @@ from .graph import verify
 from .metadata import metadata
 from .ir import Model
 from .lower.guard import guard_empty_scans
+from .lower.unroll import UNROLL
 from .lower.model import lower_model
 from .parser import parse
 from .prune import prune
@@ -71,6 +72,8 @@ class Built:
 def finalize(graph, keep_inputs: tuple[str, ...] = ()):
     """The last passes before export: dead code out, invariants checked, loops guarded
     against empty input."""
+    for n in graph.nodes:             # a loop nobody unrolled stays a (valid) loop
+        n.attrs.pop(UNROLL, None)
     g = prune(graph, keep_inputs)
     verify(g)
     return guard_empty_scans(g)
@@ -121,9 +124,13 @@ def compile(spec: str | os.PathLike, out: str | os.PathLike | None = None, unrol
             seed: int = 0, stateful: bool = False, memory: str = "store", device: str = "cpu") -> CompileResult:
     """Compile a spec into a folder: infer.onnx; eval.onnx and train.onnx when the spec has a
     loss; infer_stateful.onnx with `stateful`; encoder.onnx and decoder_step.onnx with a
-    seq2seq block. Nothing is written unless everything compiled."""
+    seq2seq block. Nothing is written unless everything compiled. `memory`: what
+    train.onnx's loops keep for the backward pass, "store", "recompute" or "checkpoint[:K]"."""
     if unroll not in UNROLLS:
         raise ValueError(f"unroll must be one of {', '.join(UNROLLS)}")
+    from .lower.chunked import parse_memory
+
+    parse_memory(memory)      # store | recompute | checkpoint[:K]: refused before any work
     model = check(spec, unroll=unroll)
     refuse_unsupported(model)
     out_dir = Path(out) if out is not None else Path(model.name)

@@ -84,6 +84,21 @@ def _select_device(device: str, allow_cpu: bool):
     return select(device, allow_cpu)
 
 
+MEMORY_HELP = ("What train.onnx's loops keep for the backward pass: every value it reads (store), the "
+               "states only (recompute), or the state every K steps, each chunk rerun (checkpoint; K ≈ √T "
+               "by default).")
+
+
+def _check_memory(ctx, param, value):
+    from .lower.chunked import parse_memory
+
+    try:
+        parse_memory(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnnc")
 def main():
@@ -112,8 +127,8 @@ def check(spec):
               help="Lowering for cell runs that name none in the spec.")
 @click.option("--stateful", is_flag=True, help="Also write infer_stateful.onnx (state inputs and outputs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
-@click.option("--memory", type=click.Choice(["store", "recompute"]), default="store", show_default=True,
-              help="What train.onnx's loops keep for the backward pass: every value it reads, or the states only.")
+@click.option("--memory", default="store", show_default=True, metavar="store|recompute|checkpoint[:K]",
+              callback=_check_memory, help=MEMORY_HELP)
 @click.option("--explain", is_flag=True, help="Print the lowering chosen for each cell run, why, and its provider.")
 @click.option("--device", "target", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N",
               help="The device the models will run on: lowerings are picked for it by static rules "
@@ -194,6 +209,8 @@ def run(model, inputs, out, text_file, pipeline, device, allow_cpu):
 @click.option("--unroll", type=click.Choice(["static", "loop", "fused", "auto"]), default="auto", show_default=True)
 @click.option("--checkpoint-every", type=int, default=0, show_default=True,
               help="Also checkpoint every N steps (always at the end of each epoch).")
+@click.option("--memory", default="store", show_default=True, metavar="store|recompute|checkpoint[:K]",
+              callback=_check_memory, help=MEMORY_HELP)
 @click.option("--init", type=click.Path(),
               help="Start from the weights of a compiled model (folder or .onnx), e.g. from `rnnc weights import`.")
 @device_options
@@ -201,7 +218,7 @@ def run(model, inputs, out, text_file, pipeline, device, allow_cpu):
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @guarded
 def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, unroll, checkpoint_every,
-          init, device, allow_cpu, threads, quiet):
+          memory, init, device, allow_cpu, threads, quiet):
     """Train SPEC on a data file; write the trained models, checkpoints and metrics to a folder."""
     from . import api
     from .train import Trainer, TrainError
@@ -211,6 +228,7 @@ def train(spec, data_path, out, epochs, steps, batch, lr, seed, sets, resume, un
     try:
         trainer = Trainer(spec, data_path, out, seed=seed, resume=resume, unroll=unroll,
                           checkpoint_every=checkpoint_every, threads=threads, progress=not quiet, init=init,
+                          memory=memory,
                           device=device, allow_cpu=allow_cpu, epochs=epochs, steps=steps, batch=batch, lr=lr, sets=sets)
         summary = trainer.train()
     except TrainError as e:

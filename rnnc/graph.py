@@ -41,6 +41,9 @@ class Node:
     attrs: dict = field(default_factory=dict)
     body: "Graph | None" = None
     placement: str | None = None   # "<k>:<device>" of the `on` it was lowered under; None: the run's device
+    # a Scan's backward policy ("store" | "recompute" | "checkpoint"), Python-only (never exported);
+    # None: the policy backprop is called with (grad/scan.py)
+    memory: str | None = None
 
     def __repr__(self) -> str:
         attrs = "".join(f" {k}={v}" for k, v in self.attrs.items())

@@ -37,6 +37,7 @@ from .schedule import learning_rate
 from .seq2seq.export import seq2seq_files
 from .seq2seq.meta import text_layout
 from .textdata import bucketed_batches, length_pairs
+from .lower.chunked import parse_memory
 from .training_graph import build_eval, build_train
 
 
@@ -140,7 +141,7 @@ class Trainer:
     def __init__(self, spec: str, data: str, out: str, *, seed: int = 0, resume: bool = False,
                  unroll: str = "auto", checkpoint_every: int = 0, threads: int | None = None,
                  progress: bool = True, init: str | None = None, device: str | None = None,
-                 allow_cpu: bool = False, resident: bool = True, **overrides):
+                 allow_cpu: bool = False, resident: bool = True, memory: str = "store", **overrides):
         from . import devices
 
         # the device first: a missing GPU is reported before any work (rnnc/devices.py)
@@ -165,7 +166,11 @@ class Trainer:
         if not resume and ckpt.latest(self.ckpt_dir) is not None:
             raise TrainError(f"{self.out} already holds a training run; continue it with --resume "
                              "or choose another -o")
-        self.tm = build_train(self.model, unroll, seed=seed)
+        try:       # --memory: what the train model's loops keep for the backward pass
+            parse_memory(memory)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+        self.tm = build_train(self.model, unroll, seed=seed, memory=memory)
         if init is not None:   # --init: start from a compiled model's weights instead of the seed's
             self.tm.params = initial_weights(init, self.tm.params)
         need = self.tm.data_inputs

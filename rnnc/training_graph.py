@@ -24,8 +24,10 @@ from .export import to_model
 from .api import finalize
 from .grad.reverse import param_gradients
 from .ir import Model
+from .lower.chunked import fallback_policy, parse_memory
 from .lower.dropout import DropoutSource
 from .lower.model import ModelLowering, _rename_output
+from .lower.unroll import unroll_marked
 from .optim import apply_updates, slot_names
 
 
@@ -42,12 +44,15 @@ class TrainModel:
 
 
 def _lower_loss(model: Model, fdtype: str, seed: int, unroll: str, weights, stateful: bool,
-                window: bool = False, training: bool = True, target: str = "cpu") -> tuple[ModelLowering, list]:
+                window: bool = False, training: bool = True, target: str = "cpu",
+                memory: str = "store") -> tuple[ModelLowering, list]:
     if model.loss is None:
         raise ValueError("the spec has no loss")
+    parse_memory(memory)          # a bad policy is refused before any work
     lw = ModelLowering(model, fdtype, seed, unroll, weights)
     lw.runner.target = target
     lw.training = training
+    lw.memory = memory if training else "store"
     if training:     # dropout lives in differentiated graphs only (lower/dropout.py)
         lw.runner.dropout = DropoutSource(lw.b)
     lw.expose_state = stateful
@@ -77,11 +82,12 @@ def _params_to_inputs(g, names: list[str]) -> None:
 def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,
                 weights: dict | None = None, memory: str = "store") -> TrainModel:
     """One optimizer step as a model; `memory` is what loops keep for the backward pass:
-    "store" (every value the gradient reads) or "recompute" (only the states)."""
+    "store" (every value the gradient reads), "recompute" (only the states) or
+    "checkpoint[:K]" (only the state every K steps: loops over chunks, lower/chunked.py)."""
     cfg = model.train
     tbptt = cfg.tbptt is not None
     lw, outs = _lower_loss(model, fdtype, seed, "loop" if tbptt else unroll, weights, stateful=tbptt,
-                           window=tbptt)
+                           window=tbptt, memory=memory)
     g, b = lw.g, lw.b
     loss = outs[0]
     param_names = list(g.params)
@@ -89,7 +95,9 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     data_inputs = [v.name for v in g.inputs]
 
     placed = {i: n.placement for n in g.nodes for i in n.inputs if i in set(param_names)}   # for updates
-    grads = param_gradients(b, list(g.nodes), {loss.name: b.const(1.0)}, param_names, memory=memory)
+    grads = param_gradients(b, list(g.nodes), {loss.name: b.const(1.0)}, param_names,
+                            memory=fallback_policy(memory))
+    unroll_marked(b)              # static runs were loops until differentiated (lower/unroll.py)
     params = {n: b.tensor(n) for n in param_names}
     slot_kinds = slot_names(cfg.optimizer, dict(cfg.optimizer_args))
     slots = {n: {k: b.input(f"{n}.{k}", b.fdtype, params[n].shape) for k in slot_kinds} for n in param_names}
@@ -125,10 +133,12 @@ def build_grad(model: Model, unroll: str = "auto", fdtype: str = "f64", seed: in
                memory: str = "store") -> onnx.ModelProto:
     """loss and `grad.<name>` for every parameter (and each input in `wrt_inputs`), with the
     parameters as inputs: what gradient checks and apps computing gradients need."""
-    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False)
+    lw, outs = _lower_loss(model, fdtype, seed, unroll, weights, stateful=False, memory=memory)
     g, b = lw.g, lw.b
     names = list(g.params) + [n for n in wrt_inputs]
-    grads = param_gradients(b, list(g.nodes), {outs[0].name: b.const(1.0)}, names, memory=memory)
+    grads = param_gradients(b, list(g.nodes), {outs[0].name: b.const(1.0)}, names,
+                            memory=fallback_policy(memory))
+    unroll_marked(b)
     outputs = [outs[0]]
     for n in names:
         t = grads.get(n) or b.zeros_like(b.tensor(n))

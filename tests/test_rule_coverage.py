@@ -16,10 +16,9 @@ rule is checked numerically.
 
 Which case exercises which rule (as recorded: a gradient reaching a non-constant float
 input; both lowerings):
-    Add Mul MatMul Identity Split+Squeeze(time steps, static) Tanh ReduceMean   nearly every case
+    Add Mul MatMul Identity Split Tanh ReduceMean   nearly every case
     Sigmoid Slice                lstm*, gru*, mgu*, stack*, bi*, project, residual
     Concat                       static unrolling (steps joined), bi (directions joined), odd
-    Unsqueeze                    static unrolling of every case
     Sub Neg                      gru, mgu (1 - z), mse, softmax_cross_entropy
     Div                          odd (`/`), losses with lengths= / weights=
     Where                        every case with lengths= (masking), odd (min/max/relu)
@@ -30,7 +29,7 @@ input; both lowerings):
     Max                          lstm_clip, odd, odd_lengths (and the Σw guard of weighted losses)
     Exp Log Softmax              odd, odd_lengths (user cell)
     ReverseSequence              bi, bi_lengths
-    Cast Expand Squeeze Sqrt Reshape Transpose Pad    no forward use: see NOT_IN_FORWARD
+    Cast Expand Squeeze Unsqueeze Sqrt Reshape Transpose Pad LSTM    see NOT_IN_FORWARD
 `test_rule_case_table` prints the recorded table (pytest -s).
 """
 
@@ -73,7 +72,13 @@ NOT_IN_FORWARD = {
     "Expand": "forward Expands build zero states / full lengths from constants: no gradient flows",
     "Cast": "forward Casts are of integers and booleans (masks, labels): no float gradient",
     "Gather": "row lookups (embeddings) come with seq2seq; the static unroll slices steps with Split",
+    "Squeeze": "training graphs differentiate static runs as loops and unroll them after "
+               "(lower/unroll.py); seq2seq's static decoder and the fused LSTM's states use it",
+    "Unsqueeze": "as Squeeze",
+    "LSTM": "onnxruntime's LSTM runs float32 only: tests/test_fused_training.py checks its rule "
+            "against the float64 loop gradient and a central difference",
 }
+FLOAT32_ONLY = {"LSTM"}      # no float64 hand-made case can run these
 
 
 # --------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ def _hand_model(key: str, rng):
 
 
 def test_hand_made_cases_cover_every_rule():
-    assert set(RULES) <= {k.split("/")[0] for k in HAND}
+    assert set(RULES) - FLOAT32_ONLY <= {k.split("/")[0] for k in HAND}
 
 
 @pytest.mark.parametrize("key", sorted(HAND))

@@ -5,15 +5,18 @@
 Only values that depend on `wrt` and reach a seed get gradients. The driver sums the
 gradients of values used several times, undoes broadcasting (a bias [H] added to [B, H]
 gets its gradient summed over B), and asks each op's rule (rules.py) or, for Scan, the
-loop rule (scan.py; `memory` is its policy: "store" or "recompute"). `intercept` names loop-invariant weights whose MatMul gradients
+loop rule (scan.py) with the Scan's own policy (`Node.memory`: "store", "recompute" or
+"checkpoint") or else `memory`. `intercept` names loop-invariant weights whose MatMul gradients
 are wanted as (left operand, output grad) pairs instead of being summed in place: the
 Scan rule uses this to form the weight gradient of all steps in one MatMul after the loop.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..builder import Builder, Tensor
 from ..graph import FLOAT_DTYPES, Node
-from .rules import NON_DIFFERENTIABLE, RULES
+from .rules import NON_DIFFERENTIABLE, RULES, _const, TAKES_NONE
 
 
 def depends_on(nodes: list[Node], wrt: set[str]) -> set[str]:
@@ -64,23 +67,37 @@ def backprop(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], wrt: set[s
         b.root.placement = node.placement     # a gradient runs where its forward op runs
         if node.op == "Scan":
             from .scan import scan_grad
-            gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep, memory)
+            gins, gcaps = scan_grad(b, node, ins, outs, gouts, dep, node.memory or memory)
             for name, g in gcaps.items():
                 add(name, g)
         elif node.op == "MatMul" and node.inputs[1] in intercept and pairs is not None:
             gy = gouts[0]
             pairs.setdefault(node.inputs[1], []).append((ins[0], gy))
             gins = [RULES["MatMul"](b, node, ins, outs, gouts)[0] if node.inputs[0] in dep else None, None]
+        elif node.op == "Pad" and _const(b, node.inputs[1]) is None:
+            gins = _runtime_pad_grad(b, ins, gouts[0])
         else:
             if node.op not in RULES:
                 raise ValueError(f"no gradient rule for {node.op}")
-            gouts = [g if g is not None else b.zeros_like(o) for g, o in zip(gouts, outs)]
+            if node.op not in TAKES_NONE:
+                gouts = [g if g is not None else b.zeros_like(o) for g, o in zip(gouts, outs)]
             gins = RULES[node.op](b, node, ins, outs, gouts)
         for name, g in zip(node.inputs, gins):
             if name:
                 add(name, g)
     b.root.placement = outer_placement
     return grads
+
+
+def _runtime_pad_grad(b: Builder, ins: list[Tensor], g: Tensor) -> list:
+    """Pad by amounts known only at run time (a chunked loop's padded steps, lower/chunked.py):
+    the gradient is the slice of g where the input was; rules.py's Pad reads constant pads."""
+    x, pads = ins[0], ins[1]
+    r = x.rank
+    zero, rank = b.const(np.array([0], np.int64), "i64"), b.const(np.array([r], np.int64), "i64")
+    starts = b.op("Slice", [pads, zero, rank], (r,))
+    ends = b.add(starts, b.shape_of(x))
+    return [b.op("Slice", [g, starts, ends], x.shape)] + [None] * (len(ins) - 1)
 
 
 def param_gradients(b: Builder, nodes: list[Node], seeds: dict[str, Tensor], params: list[str],

@@ -203,6 +203,16 @@ def _reverse_sequence(b, n, x, y, g):
     return [b.reverse_sequence(g[0], x[1], n.attrs["time_axis"], n.attrs["batch_axis"]), None]
 
 
+@rule("LSTM")
+def _lstm(b, n, x, y, g):     # onnxruntime's fused LSTM forward, recomputed backward (lstm.py)
+    from .lstm import lstm_grad
+    return lstm_grad(b, n, x, y, g)
+
+
+# rules that take None for an output nobody differentiates (instead of zeros)
+TAKES_NONE = {"LSTM"}
+
+
 @rule("Pad")
 def _pad(b, n, x, y, g):
     pads = [int(p) for p in _const(b, n.inputs[1])]

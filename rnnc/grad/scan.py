@@ -17,6 +17,11 @@ states are kept, for long sequences). Weights used only as `a @ W` get their gra
 over all steps, dW = Σ_t a_tᵀ·dz_t = A_allᵀ·dZ_all (the body emits a_t and dz_t per step);
 other loop-invariant values read by the body get theirs accumulated in the carry. Padded
 steps (masked with Where in the body) pass zero gradient.
+
+memory="checkpoint" is the outer loop over chunks of lower/chunked.py: recomputed like
+"recompute", but every weight's gradient is accumulated in the carry (emitting (a, dz) per
+chunk would keep O(T) values again); the inner Scan it reruns carries its own policy
+(`Node.memory`, "store"), so its weight pairs become one MatMul per chunk.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from ..graph import FLOAT_DTYPES, Graph, Node, Value
 from ..lower.hoist import hoist_invariants
 from ..lower.recurrence import inline
 from .reverse import backprop
+from .stepwise import lift_stepwise
 
 
 def _expose_step_states(b: Builder, node: Node, n_state: int, time) -> list[Tensor]:
@@ -107,7 +113,8 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     saved = _expose_step_states(b, node, n, time)
 
     captures = [c for c in body.captures() if c in dep and b.g.lookup(c).dtype in FLOAT_DTYPES]
-    factored = [c for c in captures if b.g.lookup(c).rank == 2 and _matmul_only(body.nodes, c)]
+    factored = [c for c in captures if b.g.lookup(c).rank == 2 and _matmul_only(body.nodes, c)
+                and memory != "checkpoint"]
     accumulated = [c for c in captures if c not in factored]
     want_x = [j for j in range(m) if node.inputs[n + j] in dep and xs[j].dtype in FLOAT_DTYPES]
     dy_index = [k for k, g in enumerate(gouts[n:]) if g is not None]
@@ -133,7 +140,8 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
         seeds[name] = sub.add(seeds[name], dy) if name in seeds else dy
     wrt = {t.name for t in s_t} | {x_t[j].name for j in want_x} | set(captures)
     pairs: dict[str, list] = {}
-    grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs, memory=memory)
+    inner = "store" if memory == "checkpoint" else memory      # for nested Scans without a policy of their own
+    grads = backprop(sub, step_nodes, seeds, wrt, intercept=set(factored), pairs=pairs, memory=inner)
 
     carries: list[Tensor] = []
     for t in s_t:
@@ -185,9 +193,15 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     out_types = [(t.dtype, tuple(x.shape)) for t, x in zip(final_carries, init)]
     out_types += [(t.dtype, (time,) + tuple(t.shape)) for t in emitted]
     attrs = {"num_scan_inputs": len(outer_scans), "scan_input_axes": [0] * len(outer_scans),
-             "scan_input_directions": [1] * len(outer_scans), "scan_output_axes": [0] * len(emitted),
-             "scan_output_directions": [1] * len(emitted)}
+             "scan_input_directions": [1] * len(outer_scans)}
+    if emitted:      # a chunked loop's backward may emit nothing per step (weights in the carry)
+        attrs |= {"scan_output_axes": [0] * len(emitted), "scan_output_directions": [1] * len(emitted)}
+    from ..lower.unroll import UNROLL
+    if node.attrs.get(UNROLL):        # unrolled with its forward loop, after differentiation
+        attrs[UNROLL] = 1
     results = b.node("Scan", init + outer_scans, out_types, attrs, sub.g)
+    if memory == "store":       # what reads no carried gradient runs on all steps at once
+        lift_stepwise(b, b.g.nodes[-1])
 
     d_init = results[:n]
     d_acc = dict(zip(accumulated, results[n:n_carry]))

@@ -24,6 +24,7 @@ class CellRunner:
         self.target = "cpu"            # the device the lowering is for: `rnnc compile --device`, or an `on`
         self.providers: dict[str, str] = {}   # cell path -> the provider its nodes land on
         self.dropout = None   # a lower.dropout.DropoutSource in training graphs; None: no dropout
+        self.training = False  # a graph to differentiate: only what grad/lstm.py differentiates is fused
 
     def run(self, cell, prefix: str, x: Tensor, mask: Tensor | None, lengths: Tensor | None,
             initial: dict[str, Tensor], strategy) -> tuple[Tensor, dict[str, Tensor]]:
@@ -34,8 +35,12 @@ class CellRunner:
             init = [initial.get(n) if initial.get(n) is not None else zero_state(b, x, size)
                     for n, size in cell.cell.state]
             base, why, fuse = strategy
-            if fuse == "lstm" and cell.cell.kind != "lstm":
+            if self.training and fuse and cell.cell.kind != "lstm":
+                fuse, why = "", f"training graphs fuse only LSTMs (the recomputing backward is an LSTM's); {why}"
+            elif fuse == "lstm" and cell.cell.kind != "lstm":
                 fuse, why = "", f"auto fuses only LSTMs (onnxruntime's fused {cell.cell.kind} kernel is no faster); {why}"
+            elif self.training and fuse and cell.cell.options.get("peepholes"):
+                fuse, why = "", f"the fused LSTM backward has no peepholes; {why}"
             step_cell, extra = self.dropout.wrap_leaf(cell.cell, x) if self.dropout else (cell.cell, [])
             dropped = step_cell is not cell.cell
             not_fusable = (fusable(cell.cell, x.dtype, self.target) if not dropped else "state dropout") if fuse else None
@@ -45,7 +50,7 @@ class CellRunner:
                 y, final = run_fused(b, cell.cell, params, x, init, lengths)
             else:
                 self.decisions.append((prefix, base, f"{not_fusable}; {why}" if not_fusable else why))
-                y, final = run_cell(b, step_cell, params, x, init, mask, base, extra)
+                y, final = run_cell(b, step_cell, params, x, init, mask, base, extra, unroll_later=self.training)
             return y, dict(zip(cell.cell.state_names, final))
         if isinstance(cell, Stack):
             final: dict[str, Tensor] = {}

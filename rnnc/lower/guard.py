@@ -52,6 +52,20 @@ class _Guard:
         branch.values[d] = Value(d, "i64", (end - start,))
         return d
 
+    def out_dim(self, branch: Graph, x: str, x_shape, i: int, d) -> str:
+        """Dim i of an empty scan output, as an i64 [1]: the steps of x for the scan axis, a
+        fixed size, x's dim of the same name (its batch, also when x is chunked [n, k, batch,
+        ...]), x's dim 1 for a dim 1 unnamed ([time, batch, ...]), else 0: a dim known only at
+        run time (e.g. attention over src_time), where any size of an empty tensor will do."""
+        if i == 0:
+            return self.dims_of(branch, x, 0, 1)
+        if isinstance(d, int):
+            return self.const([d])
+        if d is not None and d in x_shape[1:]:
+            j = x_shape.index(d, 1)
+            return self.dims_of(branch, x, j, j + 1)
+        return self.dims_of(branch, x, 1, 2) if i == 1 else self.const([0])
+
     def identity(self, branch: Graph, src: str, like: Value) -> str:
         o = self.fresh(like.name)
         branch.nodes.append(Node("Identity", [src], [o]))
@@ -64,11 +78,10 @@ class _Guard:
             n = len(node.inputs) - node.attrs["num_scan_inputs"]
             xs0 = node.inputs[n]
             result = [self.identity(branch, node.inputs[i], outs[i]) for i in range(n)]
-            for v in outs[n:]:            # [time, batch, rest...] with no elements
-                # a dim known only at run time (e.g. attention over src_time): any size of an
-                # empty tensor will do, 0 here
-                rest = self.const([d if isinstance(d, int) else 0 for d in v.shape[2:]])
-                result.append(self.empty_like(branch, v, [self.dims_of(branch, xs0, 0, 2), rest]))
+            x_shape = self.g.values[xs0].shape
+            for v in outs[n:]:            # [time, ...] with no elements
+                result.append(self.empty_like(branch, v, [self.out_dim(branch, xs0, x_shape, i, d)
+                                                          for i, d in enumerate(v.shape)]))
             return result
         # LSTM/GRU/RNN: Y [T, 1, B, H] empty; Y_h (and LSTM's Y_c) are the initial states
         x = node.inputs[0]

@@ -15,20 +15,27 @@ from ..graph import FLOAT_DTYPES, Graph, Node, Value
 from ..ir import Expr, Model, sequence_time_dims, state_layout
 from ..params import initial_value
 from .cells import CellRunner, initial_dict
+from .chunked import chunked_strategy
 from .recurrence import length_mask
 
 AUTO_STATIC_MAX_STEPS = 64
 
 
-def choose_strategy(unroll: str | None, default: str, time_dim, training: bool = False) -> tuple[str, str, str]:
+def choose_strategy(unroll: str | None, default: str, time_dim, training: bool = False,
+                    memory: str = "store") -> tuple[str, str, str]:
     """(loop lowering, why, which cells to fuse: "all" | "lstm" | "") for a cell run.
-    `auto`: ONNX's fused LSTM for inference where exact (onnxruntime's fused RNN and GRU
-    kernels measured no faster than the unrolled step: bench/), else static when the time
-    dim is fixed and at most 64 steps (no per-step loop overhead), else one loop."""
+    `auto`: ONNX's fused LSTM where exact (onnxruntime's fused RNN and GRU kernels measured
+    no faster than the unrolled step: bench/), else static when the time dim is fixed and at
+    most 64 steps (no per-step loop overhead), else one loop. Training graphs fuse LSTMs
+    too, with a backward that recomputes from the hidden states (grad/lstm.py), but only
+    under the default memory policy: `recompute` and `checkpoint` promise less memory."""
     u = unroll or default
-    fuse = "" if training else {"fused": "all", "auto": "lstm"}.get(u, "")
+    if training:
+        fuse = "lstm" if u == "fused" and memory == "store" else ""
+    else:
+        fuse = {"fused": "all", "auto": "lstm"}.get(u, "")
     if u in ("static", "loop"):
-        return u, f"unroll={u} asked for", False
+        return u, f"unroll={u} asked for", fuse
     if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS:
         return "static", f"{time_dim} fixed steps ≤ {AUTO_STATIC_MAX_STEPS}: unrolled", fuse
     why = "time dim is not fixed" if not isinstance(time_dim, int) else f"{time_dim} steps > {AUTO_STATIC_MAX_STEPS}"
@@ -51,7 +58,8 @@ class ModelLowering:
         # state parts of runs exposed as extra inputs/outputs (stateful models, tbptt)
         self.expose_state = False
         self.window = False
-        self.training = False         # a graph that will be differentiated: no fused operators
+        self.training = False         # a graph that will be differentiated: fused LSTMs only
+        self.memory = "store"         # what its loops keep for the backward pass: store|recompute|checkpoint[:K]
         self.state_io: list[tuple[str, str, int]] = []      # (input name, output name, size)
         self.extra_outputs: list[Tensor] = []
 
@@ -134,7 +142,11 @@ class ModelLowering:
     def _run(self, e: Expr, args):
         x, lengths, *initial = args
         cell, instance = e.attrs["cell"], e.attrs["instance"]
-        strategy = choose_strategy(e.attrs["unroll"], self.unroll, x.shape[1], self.training)
+        strategy = choose_strategy(e.attrs["unroll"], self.unroll, x.shape[1], self.training,
+                                   getattr(self, "memory", "store"))
+        if self.training:             # --memory checkpoint: loops over chunks (lower/chunked.py)
+            strategy = chunked_strategy(strategy, self.memory, x.shape[1])
+        self.runner.training = self.training
         xt = self.b.transpose(x, [1, 0, 2])       # the recurrence runs time-major
         mask = None
         if lengths is not None:

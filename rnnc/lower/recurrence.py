@@ -39,11 +39,23 @@ def zero_state(b: Builder, x: Tensor, size: int) -> Tensor:
 
 
 def run_cell(b: Builder, cell: StepCell, params: dict[str, Tensor], x: Tensor, initial: list[Tensor],
-             mask: Tensor | None, strategy: str, extra: list[Tensor] = ()) -> tuple[Tensor, list[Tensor]]:
+             mask: Tensor | None, strategy: str, extra: list[Tensor] = (),
+             unroll_later: bool = False) -> tuple[Tensor, list[Tensor]]:
+    """`strategy`: "static", "loop", or "checkpoint:K" (a loop over chunks of K steps, for
+    training graphs with --memory checkpoint: lower/chunked.py). `unroll_later`: a static run
+    is emitted as a Scan marked for lower/unroll.py, which unrolls it after differentiation
+    (training graphs: the backward loop is shortened first, grad/stepwise.py)."""
+    if strategy.startswith("checkpoint:"):
+        from .chunked import run_chunked
+        return run_chunked(b, cell, params, x, initial, mask, int(strategy.split(":", 1)[1]), extra)
     traced = hoist(b, trace_step(b, cell, params, x, mask, extra=extra))
-    if strategy == "static":
+    if strategy == "static" and not (unroll_later and isinstance(x.shape[0], int)):
         return _unrolled(b, traced, initial, x)
-    return _scan(b, traced, initial, x, cell)
+    y, final = _scan(b, traced, initial, x, cell)
+    if strategy == "static":
+        from .unroll import UNROLL
+        next(n for n in reversed(b.g.nodes) if n.op == "Scan").attrs[UNROLL] = 1
+    return y, final
 
 
 def _scan(b: Builder, traced, initial: list[Tensor], x: Tensor, cell: StepCell):
@@ -78,20 +90,37 @@ def _unrolled(b: Builder, traced, initial: list[Tensor], x: Tensor):
 
 def inline(b: Builder, body: Graph, args: list[Tensor], rename: dict[str, str] | None = None) -> list[Tensor]:
     """Copy the body's nodes into b's graph with fresh names, its inputs bound to args.
-    `rename`, when given, is filled with the body name -> new name of every value."""
+    `rename`, when given, is filled with the body name -> new name of every value. A node
+    with a body of its own (a nested Scan) gets a deep copy of it: gradients mutate the
+    Scan they differentiate, so a copy must never share its body with the original."""
     rename = {} if rename is None else rename
     rename.update({v.name: a.name for v, a in zip(body.inputs, args)})
     for node in body.nodes:
-        outs = []
-        for o in node.outputs:
-            new = b.fresh(o.rsplit("_", 1)[0])
-            rename[o] = new
-            v = body.values[o]
-            b.g.values[new] = Value(new, v.dtype, v.shape)
-            outs.append(new)
-        if node.body is not None:
-            raise ValueError("a step body with a loop inside cannot be unrolled")
-        b.g.nodes.append(Node(node.op, [rename.get(i, i) for i in node.inputs], outs, dict(node.attrs),
-                              placement=b.root.placement))
+        outs = [_fresh_value(b, b.g, body.values[o], rename, o) for o in node.outputs]
+        sub = _copy_body(b, node.body, rename, b.g) if node.body is not None else None
+        b.g.nodes.append(Node(node.op, [rename.get(i, i) for i in node.inputs], outs, dict(node.attrs), sub,
+                              placement=b.root.placement, memory=node.memory))
     return [b.tensor(rename.get(v.name, v.name)) for v in body.outputs]
 
+
+def _fresh_value(b: Builder, g: Graph, v: Value, rename: dict[str, str], old: str) -> str:
+    new = b.fresh(old.rsplit("_", 1)[0])
+    rename[old] = new
+    g.values[new] = Value(new, v.dtype, v.shape)
+    return new
+
+
+def _copy_body(b: Builder, body: Graph, outer: dict[str, str], parent: Graph) -> Graph:
+    """A copy of a loop body with fresh names; what it reads from enclosing graphs is
+    renamed through `outer` (values the copy's enclosing graph renamed)."""
+    local = dict(outer)
+    g = Graph(parent=parent, initializers=dict(body.initializers))
+    for v in body.inputs:
+        g.inputs.append(g.values[_fresh_value(b, g, v, local, v.name)])
+    for node in body.nodes:
+        outs = [_fresh_value(b, g, body.values[o], local, o) for o in node.outputs]
+        sub = _copy_body(b, node.body, local, g) if node.body is not None else None
+        g.nodes.append(Node(node.op, [local.get(i, i) for i in node.inputs], outs, dict(node.attrs), sub,
+                            placement=node.placement, memory=node.memory))
+    g.outputs = [g.lookup(local.get(v.name, v.name)) for v in body.outputs]
+    return g

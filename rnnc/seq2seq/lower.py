@@ -20,6 +20,7 @@ import numpy as np
 from ..builder import Tensor
 from ..cells import ParamSpec
 from ..ir import Decode, Seq2SeqBlock
+from ..lower.chunked import chunked_strategy
 from ..lower.recurrence import length_mask, run_cell, zero_state
 from ..vocab import GO
 from . import attention as A
@@ -31,7 +32,8 @@ def _strategy(lw, time_dim):
     encoder's CellRunner takes)."""
     from ..lower import model as M
     if "training" in inspect.signature(M.choose_strategy).parameters:
-        return M.choose_strategy(None, lw.unroll, time_dim, bool(getattr(lw, "training", True)))
+        lw.runner.training = bool(getattr(lw, "training", True))
+        return M.choose_strategy(None, lw.unroll, time_dim, lw.runner.training, getattr(lw, "memory", "store"))
     return M.choose_strategy(None, lw.unroll, time_dim)
 
 
@@ -105,6 +107,8 @@ class S2SLowering:
             x = b.reverse_sequence(x, src_len, time_axis=1, batch_axis=0)
         xt = b.transpose(x, [1, 0, 2])
         strategy = _strategy(self.lw, src.shape[1])
+        if getattr(self.lw, "training", False):     # --memory checkpoint: chunks (lower/chunked.py)
+            strategy = chunked_strategy(strategy, getattr(self.lw, "memory", "store"), src.shape[1])
         if not hasattr(self.lw.runner, "decisions"):
             self.lw.strategies.append((f"{blk.name}.encoder", strategy))
         mask_t = length_mask(b, xt, src_len)
