@@ -26,9 +26,13 @@ def choose_strategy(unroll: str | None, default: str, time_dim, training: bool =
     """(loop lowering, why, which cells to fuse: "all" | "lstm" | "") for a cell run.
     `auto`: ONNX's fused LSTM where exact (onnxruntime's fused RNN and GRU kernels measured
     no faster than the unrolled step: bench/), else static when the time dim is fixed and at
-    most 64 steps (no per-step loop overhead), else one loop. Training graphs fuse LSTMs
-    too, with a backward that recomputes from the hidden states (grad/lstm.py), but only
-    under the default memory policy: `recompute` and `checkpoint` promise less memory."""
+    most 64 steps (no per-step loop overhead), else one loop.
+    Training graphs: `auto` is one loop, whose backward step keeps only what reads the
+    carried gradients (grad/stepwise.py); on W1-W4 this measured as fast as the unrolled
+    graph or faster (the unrolled one copies every stored step into and out of stacks).
+    `fused` runs LSTMs on onnxruntime's kernel with a backward that recomputes from the
+    hidden states (grad/lstm.py), under the default memory policy only: `recompute` and
+    `checkpoint` promise less memory."""
     u = unroll or default
     if training:
         fuse = "lstm" if u == "fused" and memory == "store" else ""
@@ -36,6 +40,9 @@ def choose_strategy(unroll: str | None, default: str, time_dim, training: bool =
         fuse = {"fused": "all", "auto": "lstm"}.get(u, "")
     if u in ("static", "loop"):
         return u, f"unroll={u} asked for", fuse
+    if training:
+        why = f"{time_dim} fixed steps" if isinstance(time_dim, int) else "time dim is not fixed"
+        return "loop", f"training graph: {why}, one loop with a shortened backward step", fuse
     if isinstance(time_dim, int) and time_dim <= AUTO_STATIC_MAX_STEPS:
         return "static", f"{time_dim} fixed steps ≤ {AUTO_STATIC_MAX_STEPS}: unrolled", fuse
     why = "time dim is not fixed" if not isinstance(time_dim, int) else f"{time_dim} steps > {AUTO_STATIC_MAX_STEPS}"
