@@ -34,6 +34,7 @@ WORKLOADS = {
     "W2": dict(B=150, T=28, I=28, cell="lstm", H=150, head="classify", classes=10),
     "W3": dict(B=50, T=20, I=1, cell="basic_relu", H=100, head="regress"),
     "W4": dict(B=64, T=50, I=32, cell="lstm", H=100, layers=3, head="regress"),
+    "W5": dict(B=64, T=20, vocab=1000, embed=128, cell="lstm", H=256, head="seq2seq"),   # bench/w5.py
     "W6": dict(B=32, T=500, I=64, cell="lstm", H=128, head="regress"),
 }
 
@@ -168,10 +169,15 @@ def bench(names: list[str], repeats: int) -> dict:
     results = {}
     for name in names:
         w = WORKLOADS[name]
-        data = data_for(w, np.random.default_rng(0))
-        runners = {}
-        runners.update(rnnc_runners(w, data))
-        runners.update(torch_runners(w, data))
+        if w["head"] == "seq2seq":          # W5: fwd is the eval model (teacher-forced logits + loss)
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from w5 import w5_runners
+            runners = w5_runners(w, ort_session, rnnc_train_step, THREADS)
+        else:
+            data = data_for(w, np.random.default_rng(0))
+            runners = {}
+            runners.update(rnnc_runners(w, data))
+            runners.update(torch_runners(w, data))
         times: dict[str, list[float]] = {k: [] for k in runners}
         for _ in range(3):                  # rounds interleave the libraries
             for k, fn in runners.items():
@@ -225,7 +231,7 @@ def memory(out: dict) -> None:
     import subprocess
 
     print("\nW6 training memory (MiB): peak RSS over 3 steps minus RSS before the first step")
-    runs = [("torch", "-"), ("rnnc", "store"), ("rnnc", "recompute")]
+    runs = [("torch", "-"), ("rnnc", "store"), ("rnnc", "recompute"), ("rnnc", "checkpoint")]
     for T in (500, 2000):
         for fw, policy in runs:
             r = subprocess.run([sys.executable, __file__, "--memory-child", fw, str(T), policy],

@@ -90,7 +90,11 @@ def _store(b: Builder, node: Node, sub: Builder, first: int, n_recomputed: int, 
     swap: dict[str, str] = {}
     for r in store:
         v = body.values[r]
-        fwd_body.outputs.append(fb.identity(fb.tensor(original[r])).v)
+        src = fb.tensor(original[r])
+        taken = {x.name for x in fwd_body.inputs} | {x.name for x in fwd_body.outputs}
+        # a value the body computes is emitted as it is (an Identity per step costs ~8 µs);
+        # an input, or a value already emitted, needs its own name
+        fwd_body.outputs.append((fb.identity(src) if src.name in taken else src).v)
         outer = b.fresh(r.rsplit("_", 1)[0] + "_stored")
         b.g.values[outer] = Value(outer, v.dtype, (time,) + tuple(v.shape))
         node.outputs.append(outer)
