@@ -105,6 +105,8 @@ def verify(graph: Graph) -> None:
             if name and name not in defined and name not in outer:
                 raise GraphError(f"{node!r}: input {name!r} is used before it is defined")
         for name in node.outputs:
+            if not name:              # an optional output left out
+                continue
             if name in defined:
                 raise GraphError(f"{node!r}: {name!r} is defined twice")
             if name not in graph.values:

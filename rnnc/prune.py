@@ -8,12 +8,19 @@ from __future__ import annotations
 from .graph import Graph
 
 
+# ops whose outputs are all optional in ONNX: onnxruntime's LSTM skips writing an omitted Y
+# (the whole [T, 1, B, H] sequence) when only the final state is read
+OPTIONAL_OUTPUTS = ("LSTM", "GRU", "RNN")
+
+
 def prune(graph: Graph, keep_inputs: tuple[str, ...] = ()) -> Graph:
     """`keep_inputs` stay inputs even when nothing reads them (an interface promises them)."""
     live = {v.name for v in graph.outputs} | set(keep_inputs)
     kept = []
     for node in reversed(graph.nodes):
         if any(o in live for o in node.outputs):
+            if node.op in OPTIONAL_OUTPUTS:      # an output nobody reads is not made at all
+                node.outputs = [o if o in live else "" for o in node.outputs]
             kept.append(node)
             live.update(i for i in node.inputs if i)
             if node.body is not None:

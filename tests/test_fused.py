@@ -115,3 +115,29 @@ def test_an_on_cuda_placement_lowers_its_cell_for_cuda():
     (path, strategy, why), = built.decisions
     assert strategy != "fused" and "linear_before_reset" in why
     assert built.providers[path] == "CUDAExecutionProvider"
+
+
+def test_fused_lstm_leaves_out_the_sequence_nobody_reads():
+    """Only the last state is read: the LSTM node omits Y (onnxruntime then never writes the
+    [T, 1, B, H] sequence), and the numbers stay those of the loop lowering."""
+    import onnx
+    import onnxruntime as ort
+    from rnnc.api import build_infer, check
+
+    text = ("model m\ninput x: f32[batch, 6, 3]\ncell rnn = lstm(4)\n_, last = rnn(x)\n"
+            "logits = dense(last, 2)\noutput logits\n")
+    model = check("m.rnn", text=text)
+    fused = build_infer(model, "auto").onnx
+
+    def lstm_nodes(g):
+        for n in g.node:
+            if n.op_type == "LSTM":
+                yield n
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    yield from lstm_nodes(a.g)
+    (node,) = list(lstm_nodes(fused.graph))
+    assert node.output[0] == "" and node.output[1]
+    x = np.random.default_rng(0).normal(size=(5, 6, 3)).astype(np.float32)
+    run = lambda p: ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(fused), run(build_infer(model, "loop").onnx), atol=1e-5)

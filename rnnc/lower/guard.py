@@ -73,8 +73,8 @@ class _Guard:
         return o
 
     def then_outputs(self, node: Node, branch: Graph) -> list[str]:
-        outs = [self.g.values[o] for o in node.outputs]
         if node.op == "Scan":
+            outs = [self.g.values[o] for o in node.outputs]
             n = len(node.inputs) - node.attrs["num_scan_inputs"]
             xs0 = node.inputs[n]
             result = [self.identity(branch, node.inputs[i], outs[i]) for i in range(n)]
@@ -84,13 +84,19 @@ class _Guard:
                                                           for i, d in enumerate(v.shape)]))
             return result
         # LSTM/GRU/RNN: Y [T, 1, B, H] empty; Y_h (and LSTM's Y_c) are the initial states
+        # (outputs pruned as unread are "" and have no value here)
         x = node.inputs[0]
         hidden = node.attrs["hidden_size"]
-        y = self.empty_like(branch, outs[0], [self.dims_of(branch, x, 0, 1), self.const([1]),
-                                              self.dims_of(branch, x, 1, 2), self.const([hidden])])
-        result = [y, self.identity(branch, node.inputs[5], outs[1])]
-        if node.op == "LSTM":
-            result.append(self.identity(branch, node.inputs[6], outs[2]))
+        result = []
+        for k, o in enumerate(node.outputs):
+            if not o:
+                continue
+            if k == 0:
+                result.append(self.empty_like(branch, self.g.values[o], [
+                    self.dims_of(branch, x, 0, 1), self.const([1]), self.dims_of(branch, x, 1, 2),
+                    self.const([hidden])]))
+            else:
+                result.append(self.identity(branch, node.inputs[4 + k], self.g.values[o]))
         return result
 
     def wrap(self, node: Node) -> list[Node]:
@@ -101,17 +107,18 @@ class _Guard:
         then_g = Graph(parent=self.g)
         then_g.outputs = [then_g.values[o] for o in self.then_outputs(node, then_g)]
         else_g = Graph(parent=self.g)
-        renamed = [self.fresh(o) for o in node.outputs]
+        renamed = [self.fresh(o) if o else "" for o in node.outputs]
         else_g.nodes.append(Node(node.op, node.inputs, renamed, node.attrs, node.body))
         if node.body is not None:
             node.body.parent = else_g
         for o, r in zip(node.outputs, renamed):
-            v = self.g.values[o]
-            else_g.values[r] = Value(r, v.dtype, v.shape)
-        else_g.outputs = [else_g.values[r] for r in renamed]
+            if o:
+                v = self.g.values[o]
+                else_g.values[r] = Value(r, v.dtype, v.shape)
+        else_g.outputs = [else_g.values[r] for r in renamed if r]
         p = node.placement
         return [Node("Size", [x], [size], placement=p), Node("Equal", [size, zero], [empty], placement=p),
-                Node("If", [empty], list(node.outputs), {"then_branch": then_g, "else_branch": else_g},
+                Node("If", [empty], [o for o in node.outputs if o], {"then_branch": then_g, "else_branch": else_g},
                      placement=p)]
 
 
