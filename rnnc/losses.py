@@ -48,8 +48,10 @@ def mse(b: Builder, pred: Tensor, target: Tensor, weighting=None, w=None) -> Ten
 
 def softmax_xent(b: Builder, logits: Tensor, labels: Tensor, weighting=None, w=None) -> Tensor:
     logp = b.log_softmax(logits)
-    onehot = b.one_hot_like(b.cast(labels, "i64"), logits.shape[-1], logits.dtype)
-    nll = b.neg(b.reduce_sum(b.mul(logp, onehot), [-1]))
+    # the label's log-probability by lookup (a one-hot product costs a pass over all classes)
+    ids = b.unsqueeze(b.cast(labels, "i64"), [-1])
+    picked = b.op("GatherElements", [logp, ids], tuple(logp.shape[:-1]) + (1,), attrs={"axis": logp.rank - 1})
+    nll = b.neg(b.squeeze(picked, [-1]))
     return weighted_mean(b, nll, weighting, w)
 
 

@@ -29,7 +29,8 @@ input; both lowerings):
     Max                          lstm_clip, odd, odd_lengths (and the Σw guard of weighted losses)
     Exp Log Softmax              odd, odd_lengths (user cell)
     ReverseSequence              bi, bi_lengths
-    Cast Expand Squeeze Unsqueeze Sqrt Reshape Transpose Pad LSTM    see NOT_IN_FORWARD
+    Squeeze GatherElements       every softmax_cross_entropy case (the label's log-probability)
+    Cast Expand Unsqueeze Sqrt Reshape Transpose Pad LSTM    see NOT_IN_FORWARD
 `test_rule_case_table` prints the recorded table (pytest -s).
 """
 
@@ -72,9 +73,8 @@ NOT_IN_FORWARD = {
     "Expand": "forward Expands build zero states / full lengths from constants: no gradient flows",
     "Cast": "forward Casts are of integers and booleans (masks, labels): no float gradient",
     "Gather": "row lookups (embeddings) come with seq2seq; the static unroll slices steps with Split",
-    "Squeeze": "training graphs differentiate static runs as loops and unroll them after "
-               "(lower/unroll.py); seq2seq's static decoder and the fused LSTM's states use it",
-    "Unsqueeze": "as Squeeze",
+    "Unsqueeze": "training graphs differentiate static runs as loops and unroll them after "
+                 "(lower/unroll.py); seq2seq's static decoder and the fused LSTM's states use it",
     "LSTM": "onnxruntime's LSTM runs float32 only: tests/test_fused_training.py checks its rule "
             "against the float64 loop gradient and a central difference",
 }
@@ -293,6 +293,8 @@ HAND = {
     "ReduceMean/all": ([(2, 3)], "any",
                        lambda b, x: b.op("ReduceMean", [x, _I64(b, [0, 1])], (), attrs={"keepdims": 0})),
     "ReverseSequence": ([(3, 4, 2)], "any", lambda b, x: b.reverse_sequence(x, _I64(b, [0, 4, 2]))),
+    "GatherElements": ([(3, 4)], "any",
+                       lambda b, x: b.op("GatherElements", [x, _I64(b, [[1], [3], [1]])], (3, 1), attrs={"axis": 1})),
     "Pad": ([(2, 3)], "any", lambda b, x: b.op("Pad", [x, _I64(b, [1, 0, 0, 2])], (3, 5))),
 }
 

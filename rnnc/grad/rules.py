@@ -157,9 +157,17 @@ def _gather(b, n, x, y, g):
         return [_pad_axis(b, b.unsqueeze(g[0], [axis]), axis, t, size - 1 - t, data.shape), None]
     if axis != 0 or data.rank != 2:
         raise ValueError("the gradient of Gather is defined for row lookups (embeddings) only")
-    # rows: dW = onehot(ids)ᵀ · g, one MatMul over every looked-up row
-    onehot = b.flatten_leading(b.one_hot_like(idx, data.shape[0], g[0].dtype))
-    return [b.matmul(b.transpose(onehot, [1, 0]), b.flatten_leading(g[0])), None]
+    # rows: each looked-up row's gradient added into its row of zeros (ScatterND with
+    # reduction=add), not onehot(ids)ᵀ·g: a [V × N·N × E] MatMul for a 1000-word table (W5)
+    ids = b.unsqueeze(b.cast(idx, "i64"), [-1])
+    return [b.op("ScatterND", [b.zeros_like(data), ids, g[0]], data.shape, attrs={"reduction": "add"}), None]
+
+
+@rule("GatherElements")
+def _gather_elements(b, n, x, y, g):
+    data, idx = x
+    return [b.op("ScatterElements", [b.zeros_like(data), idx, g[0]], data.shape,
+                 attrs={"axis": n.attrs.get("axis", 0), "reduction": "add"}), None]
 
 
 @rule("Unsqueeze")
