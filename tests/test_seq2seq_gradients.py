@@ -55,6 +55,8 @@ CASES = {
     "dot_gru": (spec("attention luong(score=dot)", "gru(3)", ""), ("loop",)),
     "bahdanau_stack": (spec("attention bahdanau", "stack(lstm(3), gru(3))", fixed=True), ("static", "loop")),
     "plain_basic": (spec("", "basic(3)"), ("loop",)),
+    # no attention: the decoder is a plain cell run over the target (fused LSTMs in eval models)
+    "plain_lstm_stack": (spec("", "stack(lstm(3), lstm(3))", fixed=True), ("static", "loop")),
     "sampled_ids": (spec(loss="loss = tr.sampled_loss(src, src_len, tgt, lengths=tgt_len, samples=3, ids=k)",
                          extra="input k: i64[3]"), ("loop",)),
     "sampled_hashed": (spec(loss="loss = tr.sampled_loss(src, src_len, tgt, lengths=tgt_len, samples=5)"),

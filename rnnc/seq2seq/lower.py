@@ -147,6 +147,12 @@ class S2SLowering:
         ids = b.op("Concat", [go, prev], (B, T), attrs={"axis": 1})
         x = b.gather(self.embed_table("target"), ids, axis=0)                    # [B, T, D]
         xt = b.transpose(x, [1, 0, 2])
+        if not blk.attention:      # a plain cell run over the target: fusable like any other
+            from ..lower.cells import initial_dict
+            init = initial_dict(blk.decoder, list(enc.initial))
+            y, _ = self.lw.runner.run(blk.decoder, f"{blk.name}.decoder", xt, None, None, init,
+                                      _strategy(self.lw, T))
+            return b.transpose(y, [1, 0, 2])
         strategy = _loop_kind(_strategy(self.lw, T))
         _record(self.lw, f"{blk.name}.decoder", strategy, "decoder step with attention (one body per step)")
         cell = self.dec.step_cell(alignments)
