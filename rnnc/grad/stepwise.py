@@ -16,7 +16,7 @@ loop. An LSTM's backward step is then Add, Mul, Add, Concat, Mul, MatMul, Mul.
 """
 from __future__ import annotations
 
-from ..builder import Builder, Tensor
+from ..builder import Builder
 from ..graph import Graph, Node, Value
 from ..lower.hoist import _liftable, _lift_per_step, _move_invariant
 
@@ -31,7 +31,6 @@ def lift_stepwise(b: Builder, node: Node) -> None:
     _reassociate(body, carried, b.fresh)
     directions = list(node.attrs.get("scan_input_directions", [0] * m))
     outer_seq = {v.name: b.tensor(o) for v, o in zip(body.inputs[n_carry:], node.inputs[n_carry:])}
-    direction_of = {v.name: d for v, d in zip(body.inputs[n_carry:], directions)}
     if len(set(directions)) > 1:
         return
     variant = set(carried)
@@ -61,6 +60,8 @@ def lift_stepwise(b: Builder, node: Node) -> None:
     for r in reads:
         if r in outer_seq and r not in needed and r not in carried:
             needed.append(r)
+    if not needed:              # a Scan takes its trip count from a sliced input: keep one
+        needed.append(body.inputs[n_carry].name)
     defined = {o for n in kept for o in n.outputs} | carried
     outputs = []
     for v in body.outputs:       # an output now computed outside passes through an Identity
