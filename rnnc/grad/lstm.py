@@ -53,7 +53,7 @@ def lstm_grad(b: Builder, node, ins: list, outs: list[Tensor], gouts: list) -> l
         raise ValueError(f"no gradient for a fused LSTM with {why}")
     X, W, R, B, lens, h0, c0 = (ins + [None] * 7)[:7]
     Y = outs[0]
-    T, batch, H = X.shape[0], X.shape[1], node.attrs["hidden_size"]
+    T, H = X.shape[0], node.attrs["hidden_size"]
     W2, R2 = b.squeeze(W, [0]), b.squeeze(R, [0])
     bias = b.reduce_sum(b.reshape_to(B, [2, 4 * H], (2, 4 * H)), [0])
     Ys = b.squeeze(Y, [1])                                            # [T, B, H]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..builder import Builder
 from ..graph import Graph, Node, Value
-from ..lower.hoist import _liftable, _lift_per_step, _move_invariant
+from ..lower.hoist import lift_out
 
 
 def lift_stepwise(b: Builder, node: Node) -> None:
@@ -33,60 +33,17 @@ def lift_stepwise(b: Builder, node: Node) -> None:
     outer_seq = {v.name: b.tensor(o) for v, o in zip(body.inputs[n_carry:], node.inputs[n_carry:])}
     if len(set(directions)) > 1:
         return
-    variant = set(carried)
     start = len(b.g.nodes)
-    kept: list[Node] = []
-    for n in body.nodes:
-        ins = [i for i in n.inputs if i]
-        if n.body is not None or any(i in variant for i in ins):
-            kept.append(n)
-            variant.update(n.outputs)
-        elif not any(i in outer_seq for i in ins):
-            _move_invariant(b, body, n)
-        elif _liftable(n, body, outer_seq) and len({body.lookup(i).rank for i in ins if i in outer_seq}) == 1:
-            _lift_per_step(b, body, n, outer_seq)
-        else:
-            kept.append(n)
-            variant.update(n.outputs)
+    needed = lift_out(b, body, n_carry, outer_seq)
     lifted = b.g.nodes[start:]             # made after the loop node: they go in front of it
     del b.g.nodes[start:]
     at = b.g.nodes.index(node)
     b.g.nodes[at:at] = lifted
-    if len(kept) == len(body.nodes):
-        return
-    # the body's per-step inputs: every stacked value a kept node or an output still reads
-    reads = [i for n in kept for i in n.inputs] + [v.name for v in body.outputs]
-    needed = []
-    for r in reads:
-        if r in outer_seq and r not in needed and r not in carried:
-            needed.append(r)
-    if not needed:              # a Scan takes its trip count from a sliced input: keep one
-        needed.append(body.inputs[n_carry].name)
-    defined = {o for n in kept for o in n.outputs} | carried
-    outputs = []
-    for v in body.outputs:       # an output now computed outside passes through an Identity
-        if v.name not in defined:
-            alias = b.fresh(v.name.rsplit("_", 1)[0])
-            kept.append(Node("Identity", [v.name], [alias]))
-            body.values[alias] = Value(alias, v.dtype, v.shape)
-            v = body.values[alias]
-        outputs.append(v)
-    slot = {}
-    for r in needed:        # lifted values enter the body under their own names
-        if r not in body.values:
-            body.values[r] = Value(r, outer_seq[r].dtype, tuple(outer_seq[r].shape[1:]))
-        slot[r] = body.values[r]
-    body.inputs = body.inputs[:n_carry] + [slot[r] for r in needed]
-    body.nodes = kept
-    body.outputs = outputs
-    live = {v.name for v in body.inputs} | {o for n in kept for o in n.outputs}
-    body.values = {k: v for k, v in body.values.items() if k in live}
-    direction = directions[0] if directions else 0
     node.inputs = node.inputs[:n_carry] + [outer_seq[r].name for r in needed]
     node.attrs["num_scan_inputs"] = len(needed)
     node.attrs["scan_input_axes"] = [0] * len(needed)
     if "scan_input_directions" in node.attrs:
-        node.attrs["scan_input_directions"] = [direction] * len(needed)
+        node.attrs["scan_input_directions"] = directions[:1] * len(needed)
 
 
 def _drop_dead(body: Graph) -> None:

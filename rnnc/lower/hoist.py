@@ -23,40 +23,40 @@ LAST_AXIS = {"Softmax", "LogSoftmax", "Concat", "Slice", "Split"}
 
 def hoist(b: Builder, traced: TracedStep) -> TracedStep:
     body = traced.body
-    state_in = {v.name for v in body.inputs[: traced.n_state]}
-    slice_in = {v.name: outer for v, outer in zip(body.inputs[traced.n_state:], traced.seq_inputs)}
-    outer_seq: dict[str, Tensor] = dict(slice_in)   # body name -> outer [T, B, ...] tensor
-    state_dep: set[str] = set(state_in)
-    inv_outer: set[str] = set()                     # body names now defined outside
-    kept: list[Node] = []
+    outer_seq = {v.name: outer for v, outer in zip(body.inputs[traced.n_state:], traced.seq_inputs)}
+    needed = lift_out(b, body, traced.n_state, outer_seq)
+    return TracedStep(body, traced.n_state, [outer_seq[n] for n in needed])
 
+
+def lift_out(b: Builder, body: Graph, n_carry: int, outer_seq: dict[str, Tensor]) -> list[str]:
+    """Rewrite the loop body `body` in place: nodes that read no carried input (its first
+    `n_carry`) go before the loop into b's graph, invariant ones as they are and per-step
+    ones on the stacked sequences. `outer_seq` maps each sliced input (body name) to its
+    stacked [T, ...] tensor and gains the lifted values; returns the body names of the sliced
+    inputs the body keeps (every one a remaining node or an output reads)."""
+    carried_dep = {v.name for v in body.inputs[:n_carry]}
+    kept: list[Node] = []
     for node in body.nodes:
         ins = [i for i in node.inputs if i]
-        if node.body is not None or any(i in state_dep for i in ins):
+        if node.body is not None or any(i in carried_dep for i in ins):
             kept.append(node)
-            state_dep.update(node.outputs)
+            carried_dep.update(node.outputs)
         elif not any(i in outer_seq for i in ins):
             _move_invariant(b, body, node)
-            inv_outer.update(node.outputs)
         elif _liftable(node, body, outer_seq):
             _lift_per_step(b, body, node, outer_seq)
         else:
             kept.append(node)
-            state_dep.update(node.outputs)
+            carried_dep.update(node.outputs)
 
+    reads = [i for node in kept for i in node.inputs] + [v.name for v in body.outputs]
     needed: list[str] = []
-    for node in kept:
-        for i in node.inputs:
-            if i in outer_seq and i not in needed:
-                needed.append(i)
-    for v in body.outputs:
-        if v.name in outer_seq and v.name not in needed:
-            needed.append(v.name)
-
-    new_body = Graph(parent=body.parent)
-    new_body.inputs = body.inputs[: traced.n_state] + [body.values[n] for n in needed]
-    new_body.nodes = kept
-    defined_inside = {o for n in kept for o in n.outputs}
+    for r in reads:
+        if r in outer_seq and r not in needed:
+            needed.append(r)
+    if not needed and len(body.inputs) > n_carry:    # a Scan counts its steps on a sliced input
+        needed.append(body.inputs[n_carry].name)
+    defined_inside = {o for node in kept for o in node.outputs}
     outputs = []
     for v in body.outputs:   # an output computed outside now is passed through an Identity
         if v.name not in defined_inside:
@@ -65,13 +65,12 @@ def hoist(b: Builder, traced: TracedStep) -> TracedStep:
             body.values[alias] = Value(alias, v.dtype, v.shape)
             v = body.values[alias]
         outputs.append(v)
-    new_body.outputs = outputs
-    defined = {v.name for v in new_body.inputs} | {o for n in kept for o in n.outputs}
-    new_body.values = {k: v for k, v in body.values.items() if k in defined}
-    for n in kept:
-        if n.body is not None:
-            n.body.parent = new_body
-    return TracedStep(new_body, traced.n_state, [outer_seq[n] for n in needed])
+    body.inputs = body.inputs[:n_carry] + [body.values[n] for n in needed]
+    body.nodes = kept
+    body.outputs = outputs
+    defined = {v.name for v in body.inputs} | {o for node in kept for o in node.outputs}
+    body.values = {k: v for k, v in body.values.items() if k in defined}
+    return needed
 
 
 def _move_invariant(b: Builder, body: Graph, node: Node) -> None:
@@ -82,6 +81,8 @@ def _move_invariant(b: Builder, body: Graph, node: Node) -> None:
 
 
 def _liftable(node: Node, body: Graph, outer_seq: dict) -> bool:
+    if len({body.lookup(i).rank for i in node.inputs if i in outer_seq}) > 1:
+        return False      # per-step operands of different ranks would align wrongly once stacked
     if node.op == "MatMul":
         return node.inputs[0] in outer_seq and node.inputs[1] not in outer_seq \
             and body.lookup(node.inputs[1]).rank == 2
