@@ -28,9 +28,9 @@ chains are unrolled; otherwise each is one Scan.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from ..builder import Builder, Tensor
+from ..lower.recurrence import length_mask
 
 STATIC_MAX_STEPS = 64
 
@@ -65,11 +65,7 @@ def lstm_grad(b: Builder, node, ins: list, outs: list[Tensor], gouts: list) -> l
     s = b.sigmoid(b.slice(z, 0, 3 * H))
     g = b.tanh(b.slice(z, 3 * H, 4 * H))
     i, o, f = b.split(s, 3)
-    mask = None
-    if lens is not None:
-        steps = b.range_(b.const(np.array(0, np.int64), "i64"), b.squeeze(b.shape_of(X, 0, 1), [0]),
-                         b.const(np.array(1, np.int64), "i64"), T)
-        mask = b.unsqueeze(b.less(b.unsqueeze(steps, [1]), b.unsqueeze(b.cast(lens, "i64"), [0])), [2])
+    mask = length_mask(b, X, b.cast(lens, "i64")) if lens is not None else None
 
     static = isinstance(T, int) and T <= STATIC_MAX_STEPS
     c = _cell_chain(b, f, i * g, c0, mask, static)                     # [T, B, H]
