@@ -28,7 +28,6 @@ chains are unrolled; otherwise each is one Scan.
 """
 from __future__ import annotations
 
-
 from ..builder import Builder, Tensor
 from ..lower.recurrence import length_mask
 
