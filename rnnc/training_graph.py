@@ -27,6 +27,7 @@ from .ir import Model
 from .lower.chunked import fallback_policy, parse_memory
 from .lower.dropout import DropoutSource
 from .lower.model import ModelLowering, _rename_output
+from .grad.sink import sink_into_loops
 from .lower.unroll import unroll_marked
 from .optim import apply_updates, slot_names
 
@@ -115,6 +116,7 @@ def build_train(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: i
     g.outputs = [t.v for t in outputs]
 
     _params_to_inputs(g, param_names)
+    sink_into_loops(g, b.fresh)   # the stepwise pass's per-step work, back into the forward loop
     slot_values = {f"{n}.{k}": np.zeros_like(init_values[n]) for n in param_names for k in slot_kinds}
     g = finalize(g, keep_inputs=("lr", "step"))
     extra = {"rnnc.kind": "train", "rnnc.optimizer": cfg.optimizer,
@@ -145,5 +147,6 @@ def build_grad(model: Model, unroll: str = "auto", fdtype: str = "f64", seed: in
         outputs.append(_rename_output(b, t, f"grad.{n}"))
     g.outputs = [t.v for t in outputs]
     _params_to_inputs(g, list(g.params))
+    sink_into_loops(g, b.fresh)
     g = finalize(g)
     return to_model(g, model.name, metadata(model, {"rnnc.kind": "grad"}))

@@ -54,10 +54,6 @@ def _matmul_only(body_nodes: list[Node], name: str) -> bool:
     return bool(uses) and all(n.op == "MatMul" and i == 1 for n, i in uses)
 
 
-# the stepwise pass stores its results for every step: worth it for short fixed loops (W2,
-# W4: fewer nodes per step), not for long ones (W6, T=500: no faster, +100 MiB; bench/)
-LIFT_MAX_STEPS = 64
-
 CHEAP = {"Split", "Slice", "Identity", "Squeeze", "Unsqueeze", "Concat", "Neg"}
 
 
@@ -208,8 +204,10 @@ def scan_grad(b: Builder, node: Node, ins: list[Tensor], outs: list[Tensor], gou
     if node.attrs.get(UNROLL):        # unrolled with its forward loop, after differentiation
         attrs[UNROLL] = 1
     results = b.node("Scan", init + outer_scans, out_types, attrs, sub.g)
-    if memory == "store" and isinstance(time, int) and time <= LIFT_MAX_STEPS:
-        lift_stepwise(b, b.g.nodes[-1])     # what reads no carried gradient: all steps at once
+    if memory == "store":
+        # what reads no carried gradient: all steps at once (then mostly back into the forward
+        # loop, grad/sink.py: W6 T=500, 134 -> 105 ms a step and 147 -> 113 MiB; bench/)
+        lift_stepwise(b, b.g.nodes[-1])
 
     d_init = results[:n]
     d_acc = dict(zip(accumulated, results[n:n_carry]))

@@ -27,7 +27,7 @@ def lift_stepwise(b: Builder, node: Node) -> None:
     m = node.attrs["num_scan_inputs"]
     n_carry = len(node.inputs) - m
     carried = {v.name for v in body.inputs[:n_carry]}
-    _drop_dead(body)
+    drop_dead(body)
     _reassociate(body, carried, b.fresh)
     directions = list(node.attrs.get("scan_input_directions", [0] * m))
     outer_seq = {v.name: b.tensor(o) for v, o in zip(body.inputs[n_carry:], node.inputs[n_carry:])}
@@ -46,7 +46,7 @@ def lift_stepwise(b: Builder, node: Node) -> None:
         node.attrs["scan_input_directions"] = directions[:1] * len(needed)
 
 
-def _drop_dead(body: Graph) -> None:
+def drop_dead(body: Graph) -> None:
     live = {v.name for v in body.outputs}
     kept = []
     for n in reversed(body.nodes):
