@@ -1,0 +1,186 @@
+"""Where a training step's time goes: each loop of the train model timed alone.
+
+    python bench/profile.py [--workloads W2,W4] [--repeats 30]
+
+onnxruntime's own profiler adds ~7 µs to every node it times, which for loop bodies of
+1–5 µs nodes swamps what it measures. This script instead runs the step once with the
+inputs of every top-level loop (Scan, inside its empty-input If) added as outputs, then
+times each loop as a model of its own on those real values, one after another in blocks
+(sessions interleaved node by node slow each other down through their spinning threads).
+It prints per loop: ms, nodes per step and µs per step; then the whole step and what is
+left outside the loops (the hoisted GEMMs, the optimizer, the glue), and the throughput of
+the loop's matmul shape against the hoisted one. Same workloads as bench.py (W5 excluded:
+its model comes from bench/w5.py).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import THREADS, WORKLOADS, data_for, ort_session, spec_for  # noqa: E402
+
+
+def captured(graph: onnx.GraphProto) -> list[str]:
+    """Names a (sub)graph reads from enclosing scopes, in first-use order."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    out: list[str] = []
+    for node in graph.node:
+        subs = [c for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for c in captured(a.g)]
+        for name in list(node.input) + subs:
+            if name and name not in defined and name not in out:
+                out.append(name)
+        defined.update(node.output)
+    return out
+
+
+def top_loops(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The top-level Scans, unwrapped from the If that guards each against empty input."""
+    loops = []
+    for node in model.graph.node:
+        if node.op_type == "Scan":
+            loops.append(node)
+        elif node.op_type == "If":
+            for a in node.attribute:
+                if a.name == "else_branch" and len(a.g.node) == 1 and a.g.node[0].op_type == "Scan":
+                    loops.append(a.g.node[0])
+    return loops
+
+
+def block_ms(fn, repeats: int, blocks: int = 3) -> float:
+    """Median over `blocks` blocks of `repeats` runs (after warm-up), a pause between."""
+    times = []
+    for _ in range(blocks):
+        time.sleep(0.2)
+        for _ in range(3):
+            fn()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def node_model(model: onnx.ModelProto, node: onnx.NodeProto, values: dict) -> tuple[bytes, dict]:
+    """`node` (of model's top-level graph) alone, fed the values it read in a real step."""
+    inits = {i.name: i for i in model.graph.initializer}
+    names = list(node.input)
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            names += [c for c in captured(a.g) if c not in names]
+    inputs, feeds, used = [], {}, []
+    for n in names:
+        if n in inits:
+            used.append(inits[n])
+        else:
+            arr = values[n]
+            inputs.append(helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+            feeds[n] = arr
+    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in node.output]
+    g = helper.make_graph([node], "alone", inputs, outs, initializer=used)
+    m = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return m.SerializeToString(), feeds
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
+    a = np.random.default_rng(0).normal(size=(m, k)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["c"])], "mm",
+                          [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [m, k]),
+                           helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [k, n])],
+                          [helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [m, n])])
+    sess = ort_session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10).SerializeToString())
+    w = np.ones((k, n), np.float32)
+    ms = block_ms(lambda: sess.run(None, {"a": a, "w": w}), repeats)
+    return 2 * m * k * n / ms / 1e6
+
+
+def profile(name: str, repeats: int) -> None:
+    from rnnc.api import check
+    from rnnc.training_graph import build_train
+
+    w = WORKLOADS[name]
+    data = data_for(w, np.random.default_rng(0))
+    tm = build_train(check("bench.rnn", text=spec_for(w)), "auto")
+    feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64), **tm.params, **tm.slots}
+    state = {**tm.params, **tm.slots}
+    sess = ort_session(tm.onnx.SerializeToString(), training=True)
+    outs = ["loss"] + [f"{k}.next" for k in state]
+
+    def step():
+        got = sess.run(outs, {**feeds, **state})
+        state.update(zip(state, got[1:]))
+
+    loops = top_loops(tm.onnx)
+    matmuls = [n for n in tm.onnx.graph.node if n.op_type in ("MatMul", "Gemm")]
+    wanted = [i for n in matmuls for i in n.input]
+    for scan in loops:
+        body = next(a.g for a in scan.attribute if a.name == "body")
+        wanted += [n for n in list(scan.input) + captured(body) if n not in wanted]
+    wanted = list(dict.fromkeys(wanted))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(tm.onnx)
+    inits = {i.name for i in probe.graph.initializer}
+    known = {o.name for o in probe.graph.output} | {i.name for i in probe.graph.input}
+    wanted = [n for n in wanted if n not in inits]
+    inferred = onnx.shape_inference.infer_shapes(tm.onnx).graph.value_info
+    elem = {v.name: v.type.tensor_type.elem_type for v in inferred}
+    for n in wanted:
+        if n not in known:
+            probe.graph.output.append(helper.make_tensor_value_info(n, elem.get(n, onnx.TensorProto.FLOAT), None))
+    psess = ort_session(probe.SerializeToString(), training=True)
+    got = psess.run(None, feeds)
+    values = dict(zip([o.name for o in psess.get_outputs()], got)) | feeds
+
+    whole = block_ms(step, repeats)
+    print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in w.items()))
+    print(f"  {'loop':28} {'ms':>7} {'nodes/step':>11} {'µs/step':>8}")
+    total = 0.0
+    for scan in loops:
+        proto, lfeeds = node_model(tm.onnx, scan, values)
+        lsess = ort_session(proto, training=True)
+        ms = block_ms(lambda: lsess.run(None, lfeeds), repeats)
+        body = next(a.g for a in scan.attribute if a.name == "body")
+        n_scan = next(a.i for a in scan.attribute if a.name == "num_scan_inputs")
+        steps = lfeeds[scan.input[len(scan.input) - n_scan]].shape[0]
+        direction = "backward" if any(a.name == "scan_input_directions" and any(a.ints) for a in scan.attribute) else "forward"
+        total += ms
+        print(f"  {scan.name[:18] + ' ' + direction:28} {ms:7.2f} {len(body.node):11d} {ms * 1e3 / steps:8.1f}")
+    mm_total = 0.0
+    for node in matmuls:
+        proto, mfeeds = node_model(tm.onnx, node, values)
+        msess = ort_session(proto, training=True)
+        mm_total += block_ms(lambda: msess.run(None, mfeeds), repeats, blocks=1)
+    print(f"  {'all loops':28} {total:7.2f}")
+    print(f"  {'whole step':28} {whole:7.2f}")
+    print(f"  {'outside the loops':28} {whole - total:7.2f}")
+    print(f"  {f'  of which {len(matmuls)} matmuls':28} {mm_total:7.2f}  (input projections, weight and input gradients)")
+    print(f"  {'  the rest':28} {whole - total - mm_total:7.2f}  (elementwise work on whole sequences, optimizer, glue)")
+    B, T, H = w["B"], w["T"], w["H"]
+    G = 4 * H if w["cell"] == "lstm" else H
+    print(f"  matmul per step  [{B}x{H}]·[{H}x{G}]: {matmul_gflops(B, H, G, repeats):6.1f} GFLOP/s; "
+          f"hoisted [{B * T}x{H}]·[{H}x{G}]: {matmul_gflops(B * T, H, G, repeats):6.1f} GFLOP/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W6")
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    for name in [w for w in args.workloads.split(",") if w]:
+        if WORKLOADS[name]["head"] == "seq2seq":
+            print(f"\n{name}: skipped (its model comes from bench/w5.py)")
+            continue
+        profile(name, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
