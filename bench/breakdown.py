@@ -1,15 +1,17 @@
 """Where a training step's time goes: each loop of the train model timed alone.
 
-    python bench/profile.py [--workloads W2,W4] [--repeats 30]
+    python bench/breakdown.py [--workloads W2,W4] [--repeats 30]
 
 onnxruntime's own profiler adds ~7 µs to every node it times, which for loop bodies of
 1–5 µs nodes swamps what it measures. This script instead runs the step once with the
 inputs of every top-level loop (Scan, inside its empty-input If) added as outputs, then
 times each loop as a model of its own on those real values, one after another in blocks
 (sessions interleaved node by node slow each other down through their spinning threads).
-It prints per loop: ms, nodes per step and µs per step; then the whole step and what is
-left outside the loops (the hoisted GEMMs, the optimizer, the glue), and the throughput of
-the loop's matmul shape against the hoisted one. Same workloads as bench.py (W5 excluded:
+It prints per loop: ms, nodes per step and µs per step; then the whole step, what is left
+outside the loops, how much of that the top-level matmuls take (each timed alone the same
+way), and the throughput of the loop's matmul shape against the hoisted one. "The rest" is
+the elementwise work on whole sequences, the optimizer and the glue, plus whatever the
+loops and matmuls lose inside the step to caches that timing them alone keeps warm. Same workloads as bench.py (W5 excluded:
 its model comes from bench/w5.py).
 """
 from __future__ import annotations
@@ -103,7 +105,7 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
     return 2 * m * k * n / ms / 1e6
 
 
-def profile(name: str, repeats: int) -> None:
+def breakdown(name: str, repeats: int) -> None:
     from rnnc.api import check
     from rnnc.training_graph import build_train
 
@@ -163,7 +165,7 @@ def profile(name: str, repeats: int) -> None:
     print(f"  {'whole step':28} {whole:7.2f}")
     print(f"  {'outside the loops':28} {whole - total:7.2f}")
     print(f"  {f'  of which {len(matmuls)} matmuls':28} {mm_total:7.2f}  (input projections, weight and input gradients)")
-    print(f"  {'  the rest':28} {whole - total - mm_total:7.2f}  (elementwise work on whole sequences, optimizer, glue)")
+    print(f"  {'  the rest':28} {whole - total - mm_total:7.2f}  (sequence-wide elementwise work, optimizer, glue, cold caches)")
     B, T, H = w["B"], w["T"], w["H"]
     G = 4 * H if w["cell"] == "lstm" else H
     print(f"  matmul per step  [{B}x{H}]·[{H}x{G}]: {matmul_gflops(B, H, G, repeats):6.1f} GFLOP/s; "
@@ -179,7 +181,7 @@ def main() -> None:
         if WORKLOADS[name]["head"] == "seq2seq":
             print(f"\n{name}: skipped (its model comes from bench/w5.py)")
             continue
-        profile(name, args.repeats)
+        breakdown(name, args.repeats)
 
 
 if __name__ == "__main__":

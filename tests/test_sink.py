@@ -124,3 +124,10 @@ def test_gate_work_moves_into_the_forward_loop(case, monkeypatch):
     # per step than before; a GRU's emits 10 [B, H] values per step instead of 8 (README)
     limit = 1.25 if case == "gru" else 1.0
     assert stored_width(sunk) <= limit * stored_width(plain)
+
+    # nothing is computed twice in a forward body (the sunk Split of the gates is the body's)
+    for n in sunk.nodes:
+        if n.op == "If":
+            body = n.attrs["else_branch"].nodes[0].body
+            keys = [(m.op, tuple(m.inputs), repr(sorted(m.attrs.items()))) for m in body.nodes]
+            assert len(keys) == len(set(keys))

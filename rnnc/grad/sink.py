@@ -26,9 +26,9 @@ def sink_into_loops(g: Graph, fresh) -> None:
     i = 0
     while i < len(g.nodes):
         node = g.nodes[i]
-        if _forward_scan(node):
-            _sink_after(g, i, fresh)
+        if _forward_scan(node) and _sink_after(g, i, fresh):
             _drop_unread_outputs(g, node)
+            _merge_repeats(node.body)
         i += 1
 
 
@@ -42,7 +42,7 @@ def _forward_scan(node: Node) -> bool:
     return n_out > 0 and not any(axes) and not any(directions)
 
 
-def _sink_after(g: Graph, at: int, fresh) -> None:
+def _sink_after(g: Graph, at: int, fresh) -> bool:
     scan = g.nodes[at]
     body = scan.body
     n_carry = len(scan.inputs) - scan.attrs["num_scan_inputs"]
@@ -56,7 +56,9 @@ def _sink_after(g: Graph, at: int, fresh) -> None:
             _move(g, scan, node, per_step, fresh)
         else:
             kept.append(node)
+    moved = len(kept) < len(g.nodes)
     g.nodes[:] = kept
+    return moved
 
 
 def _sinkable(node: Node, g: Graph, per_step: dict[str, str], before: set[str]) -> bool:
@@ -115,3 +117,29 @@ def _drop_unread_outputs(g: Graph, scan: Node) -> None:
         if attr in scan.attrs:
             scan.attrs[attr] = [scan.attrs[attr][k] for k in per_step_kept]
     drop_dead(scan.body)
+
+
+def _merge_repeats(body: Graph) -> None:
+    """A sunk node may redo what the body already computes (the Split of the same gates) or
+    read an Identity the body made only to emit a value that is no longer emitted: each
+    such node goes, its readers read the original."""
+    emitted = {v.name for v in body.outputs}
+    alias: dict[str, str] = {}
+    seen: dict[tuple, Node] = {}
+    kept = []
+    for n in body.nodes:
+        n.inputs = [alias.get(i, i) for i in n.inputs]
+        if n.body is None and n.op == "Identity" and n.outputs[0] not in emitted:
+            alias[n.outputs[0]] = n.inputs[0]
+            continue
+        key = (n.op, tuple(n.inputs), repr(sorted(n.attrs.items()))) if n.body is None else None
+        first = seen.get(key) if key is not None else None
+        if first is not None and not any(o in emitted and f in emitted for o, f in zip(n.outputs, first.outputs)):
+            alias.update(zip(n.outputs, first.outputs))
+            emitted |= {f for o, f in zip(n.outputs, first.outputs) if o in emitted}
+            continue
+        if key is not None:
+            seen[key] = n
+        kept.append(n)
+    body.nodes = kept
+    body.outputs = [body.values[alias.get(v.name, v.name)] for v in body.outputs]
