@@ -9,10 +9,10 @@ times each loop as a model of its own on those real values, one after another in
 (sessions interleaved node by node slow each other down through their spinning threads).
 It prints per loop: ms, nodes per step and µs per step; then the whole step, what is left
 outside the loops, how much of that the top-level matmuls take (each timed alone the same
-way), and the throughput of the loop's matmul shape against the hoisted one. "The rest" is
+way), and (not for W5) the throughput of the loop's matmul shape against the hoisted one. "The rest" is
 the elementwise work on whole sequences, the optimizer and the glue, plus whatever the
-loops and matmuls lose inside the step to caches that timing them alone keeps warm. Same workloads as bench.py (W5 excluded:
-its model comes from bench/w5.py).
+loops and matmuls lose inside the step to caches that timing them alone keeps warm. Same
+workloads as bench.py.
 """
 from __future__ import annotations
 
@@ -110,8 +110,12 @@ def breakdown(name: str, repeats: int) -> None:
     from rnnc.training_graph import build_train
 
     w = WORKLOADS[name]
-    data = data_for(w, np.random.default_rng(0))
-    tm = build_train(check("bench.rnn", text=spec_for(w)), "auto")
+    if w["head"] == "seq2seq":
+        import w5
+        model, data = w5.check_model(w), w5.data_for(w, np.random.default_rng(0))
+    else:
+        model, data = check("bench.rnn", text=spec_for(w)), data_for(w, np.random.default_rng(0))
+    tm = build_train(model, "auto")
     feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64), **tm.params, **tm.slots}
     state = {**tm.params, **tm.slots}
     sess = ort_session(tm.onnx.SerializeToString(), training=True)
@@ -166,6 +170,8 @@ def breakdown(name: str, repeats: int) -> None:
     print(f"  {'outside the loops':28} {whole - total:7.2f}")
     print(f"  {f'  of which {len(matmuls)} matmuls':28} {mm_total:7.2f}  (input projections, weight and input gradients)")
     print(f"  {'  the rest':28} {whole - total - mm_total:7.2f}  (sequence-wide elementwise work, optimizer, glue, cold caches)")
+    if w["head"] == "seq2seq":
+        return
     B, T, H = w["B"], w["T"], w["H"]
     G = 4 * H if w["cell"] == "lstm" else H
     print(f"  matmul per step  [{B}x{H}]·[{H}x{G}]: {matmul_gflops(B, H, G, repeats):6.1f} GFLOP/s; "
@@ -174,13 +180,10 @@ def breakdown(name: str, repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W6")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     for name in [w for w in args.workloads.split(",") if w]:
-        if WORKLOADS[name]["head"] == "seq2seq":
-            print(f"\n{name}: skipped (its model comes from bench/w5.py)")
-            continue
         breakdown(name, args.repeats)
 
 
