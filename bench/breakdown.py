@@ -5,14 +5,15 @@
 onnxruntime's own profiler adds ~7 µs to every node it times, which for loop bodies of
 1–5 µs nodes swamps what it measures. This script instead runs the step once with the
 inputs of every top-level loop (Scan, inside its empty-input If) added as outputs, then
-times each loop as a model of its own on those real values, one after another in blocks
-(sessions interleaved node by node slow each other down through their spinning threads).
+times each loop as a model of its own on those real values: in blocks (sessions interleaved
+run by run slow each other down through their spinning threads), the blocks of all parts
+interleaved over 5 rounds, medians.
 It prints per loop: ms, nodes per step and µs per step; then the whole step, what is left
 outside the loops, how much of that the top-level matmuls take (each timed alone the same
 way), and (not for W5) the throughput of the loop's matmul shape against the hoisted one. "The rest" is
 the elementwise work on whole sequences, the optimizer and the glue, plus whatever the
-loops and matmuls lose inside the step to caches that timing them alone keeps warm. Same
-workloads as bench.py.
+loops and matmuls lose inside the step to caches that timing them alone keeps warm; with
+this machine's ±10% noise it can come out slightly negative. Same workloads as bench.py.
 """
 from __future__ import annotations
 
@@ -146,25 +147,37 @@ def breakdown(name: str, repeats: int) -> None:
     got = psess.run(None, feeds)
     values = dict(zip([o.name for o in psess.get_outputs()], got)) | feeds
 
-    whole = block_ms(step, repeats)
-    print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in w.items()))
-    print(f"  {'loop':28} {'ms':>7} {'nodes/step':>11} {'µs/step':>8}")
-    total = 0.0
+    # every part is timed in each round, rounds interleave them: this machine's speed drifts
+    # over minutes, and parts timed minutes apart would not add up
+    parts: dict[str, object] = {"whole step": step}
+    rows = []
     for scan in loops:
         proto, lfeeds = node_model(tm.onnx, scan, values)
         lsess = ort_session(proto, training=True)
-        ms = block_ms(lambda: lsess.run(None, lfeeds), repeats)
         body = next(a.g for a in scan.attribute if a.name == "body")
         n_scan = next(a.i for a in scan.attribute if a.name == "num_scan_inputs")
         steps = lfeeds[scan.input[len(scan.input) - n_scan]].shape[0]
-        direction = "backward" if any(a.name == "scan_input_directions" and any(a.ints) for a in scan.attribute) else "forward"
-        total += ms
-        print(f"  {scan.name[:18] + ' ' + direction:28} {ms:7.2f} {len(body.node):11d} {ms * 1e3 / steps:8.1f}")
-    mm_total = 0.0
-    for node in matmuls:
+        backward = any(a.name == "scan_input_directions" and any(a.ints) for a in scan.attribute)
+        label = f"{scan.name[:18]} {'backward' if backward else 'forward'}"
+        parts[label] = (lambda s=lsess, f=lfeeds: s.run(None, f))
+        rows.append((label, len(body.node), steps))
+    for k, node in enumerate(matmuls):
         proto, mfeeds = node_model(tm.onnx, node, values)
         msess = ort_session(proto, training=True)
-        mm_total += block_ms(lambda: msess.run(None, mfeeds), repeats, blocks=1)
+        parts[f"matmul {k}"] = (lambda s=msess, f=mfeeds: s.run(None, f))
+    rounds: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(5):
+        for k, fn in parts.items():
+            rounds[k].append(block_ms(fn, repeats, blocks=1))
+    ms = {k: statistics.median(v) for k, v in rounds.items()}
+
+    whole = ms["whole step"]
+    total = sum(ms[label] for label, _, _ in rows)
+    mm_total = sum(ms[f"matmul {k}"] for k in range(len(matmuls)))
+    print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in w.items()))
+    print(f"  {'loop':28} {'ms':>7} {'nodes/step':>11} {'µs/step':>8}")
+    for label, nodes, steps in rows:
+        print(f"  {label:28} {ms[label]:7.2f} {nodes:11d} {ms[label] * 1e3 / steps:8.1f}")
     print(f"  {'all loops':28} {total:7.2f}")
     print(f"  {'whole step':28} {whole:7.2f}")
     print(f"  {'outside the loops':28} {whole - total:7.2f}")
