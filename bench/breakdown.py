@@ -88,7 +88,9 @@ def node_model(model: onnx.ModelProto, node: onnx.NodeProto, values: dict) -> tu
             arr = values[n]
             inputs.append(helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
             feeds[n] = arr
-    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in node.output]
+    body = next((a.g for a in node.attribute if a.name == "body"), None)     # a Scan's outputs: its body's types
+    types = [v.type.tensor_type.elem_type for v in body.output] if body is not None else [onnx.TensorProto.FLOAT]
+    outs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(node.output, types)]
     g = helper.make_graph([node], "alone", inputs, outs, initializer=used)
     m = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
     return m.SerializeToString(), feeds
@@ -104,6 +106,21 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
     w = np.ones((k, n), np.float32)
     ms = block_ms(lambda: sess.run(None, {"a": a, "w": w}), repeats)
     return 2 * m * k * n / ms / 1e6
+
+
+def probe(model: onnx.ModelProto, feeds: dict, names: list[str]) -> dict:
+    """The values `names` (of model's top-level graph) take in one run on `feeds`, with
+    the feeds themselves; initializers are left out (node_model reads them from the model)."""
+    extended = onnx.ModelProto()
+    extended.CopyFrom(model)
+    inits = {i.name for i in extended.graph.initializer}
+    known = {o.name for o in extended.graph.output} | {i.name for i in extended.graph.input}
+    elem = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for n in dict.fromkeys(names):
+        if n not in inits and n not in known:
+            extended.graph.output.append(helper.make_tensor_value_info(n, elem.get(n, onnx.TensorProto.FLOAT), None))
+    sess = ort_session(extended.SerializeToString(), training=True)
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds))) | feeds
 
 
 def breakdown(name: str, repeats: int) -> None:
@@ -131,21 +148,8 @@ def breakdown(name: str, repeats: int) -> None:
     wanted = [i for n in matmuls for i in n.input]
     for scan in loops:
         body = next(a.g for a in scan.attribute if a.name == "body")
-        wanted += [n for n in list(scan.input) + captured(body) if n not in wanted]
-    wanted = list(dict.fromkeys(wanted))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(tm.onnx)
-    inits = {i.name for i in probe.graph.initializer}
-    known = {o.name for o in probe.graph.output} | {i.name for i in probe.graph.input}
-    wanted = [n for n in wanted if n not in inits]
-    inferred = onnx.shape_inference.infer_shapes(tm.onnx).graph.value_info
-    elem = {v.name: v.type.tensor_type.elem_type for v in inferred}
-    for n in wanted:
-        if n not in known:
-            probe.graph.output.append(helper.make_tensor_value_info(n, elem.get(n, onnx.TensorProto.FLOAT), None))
-    psess = ort_session(probe.SerializeToString(), training=True)
-    got = psess.run(None, feeds)
-    values = dict(zip([o.name for o in psess.get_outputs()], got)) | feeds
+        wanted += list(scan.input) + captured(body)
+    values = probe(tm.onnx, feeds, wanted)
 
     # every part is timed in each round, rounds interleave them: this machine's speed drifts
     # over minutes, and parts timed minutes apart would not add up
