@@ -112,8 +112,7 @@ def test_fused_training_gradient(case):
 
 def test_fused_training_one_step():
     """A single step (and a sequence of length 0 in the batch): the train step runs and gives
-    finite numbers. (Train models of every lowering fail on an empty batch or a zero-step
-    batch: onnxruntime 1.31 leaves the loss's ReduceMean unreduced there. Noted in README.)"""
+    finite numbers. (Empty batches and zero-step batches: tests/test_empty_batches.py.)"""
     model = check("m.rnn", text=spec(None, lengths=True))
     tm = build_train(model, "fused")
     assert ("rnn", "fused") in tm.strategies

@@ -7,6 +7,14 @@ model must run for any batch and any length, so each such top-level node is wrap
     If(Size(x) == 0, then: (initial states, empty outputs), else: the node)
 
 which returns what zero steps compute: the initial state, and outputs with no elements.
+
+onnxruntime 1.31 also gets a reduction over some axes of an empty tensor wrong: it returns
+the input unreduced (ReduceSum over axis -1 of a [0, 5, 2] tensor gives [0, 5, 2], not
+[0, 5]), and the next node then stops the run with a buffer error. A loss over an empty
+batch, and the bias gradients of a step with no time steps, are such reductions, so each
+reduction over some (constant) axes of a tensor with a dim known only at run time is wrapped
+the same way: If(Size(x) == 0, then: zeros of the reduced shape, else: the node). A mean
+over no elements is then 0, as a weighted loss with all weights zero already is.
 """
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ from onnx import numpy_helper
 from ..graph import NUMPY_DTYPES, Graph, Node, Value
 
 RNN_OPS = ("LSTM", "GRU", "RNN")
+REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2",
+              "ReduceProd", "ReduceLogSumExp")
 
 
 class _Guard:
@@ -36,8 +46,9 @@ class _Guard:
         return name
 
     def empty_like(self, branch: Graph, out: Value, dims: list[str]) -> str:
-        """A zero-element tensor of out's dtype whose shape is the concatenation of `dims`
-        (names of i64 vectors, computed in the branch)."""
+        """Zeros of out's dtype whose shape is the concatenation of `dims` (names of i64
+        vectors, computed in the branch): no elements for a loop's outputs, the reduced shape
+        for a reduction's."""
         shape, o = self.fresh("shape"), self.fresh(out.name)
         branch.nodes.append(Node("Concat", dims, [shape], {"axis": 0}))
         branch.values[shape] = Value(shape, "i64", (len(out.shape),))
@@ -73,6 +84,14 @@ class _Guard:
         return o
 
     def then_outputs(self, node: Node, branch: Graph) -> list[str]:
+        if node.op in REDUCE_OPS:           # zeros, shaped as the reduction's result
+            x = node.inputs[0]
+            rank = self.g.values[x].rank
+            axes = {int(a) % rank for a in self.g.initializers[node.inputs[1]].reshape(-1)}
+            keep = node.attrs.get("keepdims", 1)
+            dims = [self.const([1]) if i in axes else self.dims_of(branch, x, i, i + 1)
+                    for i in range(rank) if keep or i not in axes]
+            return [self.empty_like(branch, self.g.values[node.outputs[0]], dims)]
         if node.op == "Scan":
             outs = [self.g.values[o] for o in node.outputs]
             n = len(node.inputs) - node.attrs["num_scan_inputs"]
@@ -123,12 +142,23 @@ class _Guard:
 
 
 def guard_empty_scans(graph: Graph) -> Graph:
+    """Wraps every top-level recurrence, and every reduction onnxruntime gets wrong on empty
+    input, in its If."""
     guard = _Guard(graph)
     nodes = []
     for node in graph.nodes:
-        if node.op == "Scan" or node.op in RNN_OPS:
+        if node.op == "Scan" or node.op in RNN_OPS or _partial_reduction(graph, node):
             nodes += guard.wrap(node)
         else:
             nodes.append(node)
     graph.nodes = nodes
     return graph
+
+
+def _partial_reduction(graph: Graph, node: Node) -> bool:
+    """A reduction over some, not all, constant axes of a tensor that may be empty."""
+    if node.op not in REDUCE_OPS or len(node.inputs) < 2 or node.inputs[1] not in graph.initializers:
+        return False
+    shape = graph.values[node.inputs[0]].shape
+    axes = {int(a) % len(shape) for a in graph.initializers[node.inputs[1]].reshape(-1)} if shape else set()
+    return 0 < len(axes) < len(shape) and any(not isinstance(d, int) for d in shape)

@@ -11,6 +11,8 @@ sequence: [T, B, H] -> [T·B, H] -> T × [B, H], with no Squeeze or Unsqueeze pe
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..builder import Builder, Tensor
 from ..graph import Graph, Node, Value
 from .recurrence import inline
@@ -84,7 +86,9 @@ def _slices(b: Builder, x: Tensor, T: int) -> list[Tensor]:
         return [b.squeeze(x, [0])]
     if rest and all(isinstance(d, int) for d in rest[1:]):
         flat = b.reshape_to(x, [-1] + list(rest[1:]), (None,) + rest[1:])
-        return b.node("Split", [flat], [(x.dtype, rest)] * T, {"axis": 0, "num_outputs": T})
+        # T row counts, not num_outputs=T: onnxruntime refuses num_outputs on an empty batch
+        rows = b.op("Expand", [b.shape_of(x, 1, 2), b.const(np.array([T], np.int64), "i64")], (T,))
+        return b.node("Split", [flat, rows], [(x.dtype, rest)] * T, {"axis": 0})
     parts = b.node("Split", [x], [(x.dtype, (1,) + rest)] * T, {"axis": 0, "num_outputs": T})
     return [b.squeeze(p, [0]) for p in parts]
 
