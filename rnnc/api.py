@@ -20,7 +20,7 @@ from .export import to_model
 from .graph import verify
 from .metadata import metadata
 from .ir import Model
-from .lower.guard import guard_empty_scans
+from .lower.guard import guard_empty_input
 from .lower.unroll import UNROLL
 from .lower.model import lower_model
 from .parser import parse
@@ -76,7 +76,7 @@ def finalize(graph, keep_inputs: tuple[str, ...] = ()):
         n.attrs.pop(UNROLL, None)
     g = prune(graph, keep_inputs)
     verify(g)
-    return guard_empty_scans(g)
+    return guard_empty_input(g)
 
 
 def build_infer(model: Model, unroll: str = "auto", fdtype: str = "f32", seed: int = 0,

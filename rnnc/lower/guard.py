@@ -1,4 +1,4 @@
-"""Guard each recurrence of a model against empty input.
+"""Guard each recurrence (and reduction) of a model against empty input.
 
 onnxruntime 1.31's Scan crashes the process (SIGFPE) when its sequence input is empty (no
 steps, or an empty batch), and its LSTM/GRU/RNN kernels crash (SIGSEGV) the same way. A
@@ -141,7 +141,7 @@ class _Guard:
                      placement=p)]
 
 
-def guard_empty_scans(graph: Graph) -> Graph:
+def guard_empty_input(graph: Graph) -> Graph:
     """Wraps every top-level recurrence, and every reduction onnxruntime gets wrong on empty
     input, in its If."""
     guard = _Guard(graph)
