@@ -88,7 +88,7 @@ def _store(b: Builder, node: Node, sub: Builder, first: int, n_recomputed: int, 
         v = body.values[r]
         src = fb.tensor(original[r])
         taken = {x.name for x in fwd_body.inputs} | {x.name for x in fwd_body.outputs}
-        # a value the body computes is emitted as it is (an Identity per step costs ~8 µs);
+        # a value the body computes is emitted as it is (an Identity would be one more node a step);
         # an input, or a value already emitted, needs its own name
         fwd_body.outputs.append((fb.identity(src) if src.name in taken else src).v)
         outer = b.fresh(r.rsplit("_", 1)[0] + "_stored")
