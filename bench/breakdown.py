@@ -30,7 +30,7 @@ from onnx import helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import THREADS, WORKLOADS, data_for, ort_session, spec_for  # noqa: E402
+from bench import WORKLOADS, data_for, ort_session, spec_for
 
 
 def captured(graph: onnx.GraphProto) -> list[str]:

@@ -14,7 +14,7 @@ from rnnc.api import check
 from rnnc.training_graph import build_train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import breakdown  # noqa: E402
+import breakdown
 
 SPEC = """model m
 input x: f32[batch, 7, 3]

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import rnnc.training_graph as training_graph
+from rnnc import training_graph
 from rnnc.api import check
 from rnnc.lower.hoist import ELEMENTWISE, LAST_AXIS
 
