@@ -15,12 +15,10 @@ gradient models only; masks a pure function of (seed, step) made of integer ONNX
 """
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -33,6 +31,7 @@ from rnnc.api import build_infer, check
 from rnnc.lower.dropout import reference_mask, stream_id
 from rnnc.train import Trainer
 from rnnc.training_graph import build_eval, build_grad, build_train
+from support import all_nodes, kill_after_checkpoint
 
 try:
     from tests import reference as R
@@ -44,16 +43,6 @@ def model(tmp_path, text, name="spec.rnn"):
     p = tmp_path / name
     p.write_text(text)
     return check(p)
-
-
-def all_nodes(graph):
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from all_nodes(a.g)
-            for g in a.graphs:
-                yield from all_nodes(g)
 
 
 def ops(proto) -> list[str]:
@@ -377,20 +366,7 @@ def test_killed_and_resumed_with_dropout_equals_uninterrupted(tmp_path):
     cmd = [sys.executable, "-m", "rnnc.cli", "train", str(spec), "--data", str(data), "-o", str(run_b),
            "--steps", str(TOTAL), "--threads", "1", "--checkpoint-every", "2", "--quiet"]
     kill_after = random.Random(99).randint(4, TOTAL // 3)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    try:
-        while True:
-            found = ckpt.list_checkpoints(run_b / "checkpoints")
-            if found and found[-1][0] >= kill_after:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed\n{proc.communicate()[1].decode()}")
-            assert time.time() < deadline, "no checkpoint appeared"
-            time.sleep(0.002)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    proc = kill_after_checkpoint(cmd, run_b / "checkpoints", kill_after)
     assert proc.returncode == -signal.SIGKILL and not (run_b / "model.onnx").exists()
     res = subprocess.run(cmd + ["--resume"], check=False, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -21,6 +21,7 @@ import pytest
 from rnnc.api import check
 from rnnc.training_graph import _lower_loss, build_grad, build_train
 from rnnc.grad.reverse import param_gradients
+from support import all_nodes
 
 B, I, H = 4, 3, 5
 
@@ -85,7 +86,7 @@ def test_fused_training_gradient(case):
     model = check("m.rnn", text=spec(**kw))
     fused = build_grad(model, "fused", fdtype="f32", wrt_inputs=("x",))
     ref = build_grad(model, "loop", fdtype="f64", wrt_inputs=("x",))
-    assert any(n.op_type == "LSTM" for n in _walk(fused.graph)), "the fused lowering was not used"
+    assert any(n.op_type == "LSTM" for n in all_nodes(fused.graph)), "the fused lowering was not used"
     f64 = _feeds(ref, data, np.float64)
     params = {k: v for k, v in f64.items() if k not in data}
     got = dict(zip([o.name for o in fused.graph.output], _session(fused).run(None, _feeds(fused, data, np.float32, params))))
@@ -133,14 +134,6 @@ def test_fused_training_refuses_what_it_cannot_differentiate():
     assert build_train(check("m.rnn", text=text), "fused").strategies == [("rnn", "loop")]
 
 
-def _walk(g):
-    for n in g.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(a.g)
-
-
 def test_lstm_backward_step_is_short():
     """After the stepwise pass an LSTM's backward loop body keeps only the nodes that read
     the carried gradients: dh, dc, the concatenated gate gradient, one MatMul, dc·f."""
@@ -158,6 +151,6 @@ def test_lstm_backward_step_is_short():
 def test_static_training_graph_has_no_loop():
     model = check("m.rnn", text=spec(6, lengths=True))
     tm = build_train(model, "static")
-    assert not any(n.op_type in ("Scan", "Loop") for n in _walk(tm.onnx.graph))
+    assert not any(n.op_type in ("Scan", "Loop") for n in all_nodes(tm.onnx.graph))
     tm = build_train(model, "loop")
-    assert any(n.op_type == "Scan" for n in _walk(tm.onnx.graph))
+    assert any(n.op_type == "Scan" for n in all_nodes(tm.onnx.graph))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from rnnc import checkpoint as ckpt
 from rnnc.cli import main as cli_main
 from rnnc.metrics_log import read_metrics
 from rnnc.train import Trainer
+from support import kill_after_checkpoint
 
 SPEC = """\
 model resumable
@@ -104,23 +103,7 @@ def test_killed_and_resumed_equals_uninterrupted(setup, tmp_path):
     rnd = random.Random(1234)
     kill_after = rnd.randint(4, TOTAL // 3)        # kill once a checkpoint at/after this step exists
     extra_delay = rnd.uniform(0.0, 0.02)           # ... and a little later, anywhere within a step
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    try:
-        while True:
-            found = ckpt.list_checkpoints(run_b / "checkpoints")
-            if found and found[-1][0] >= kill_after:
-                break
-            if proc.poll() is not None:
-                _out, err = proc.communicate()
-                pytest.fail(f"the run ended (rc {proc.returncode}) before it could be killed; "
-                            f"make TOTAL larger\n{err.decode()}")
-            assert time.time() < deadline, "no checkpoint appeared"
-            time.sleep(0.002)
-        time.sleep(extra_delay)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    proc = kill_after_checkpoint(cmd, run_b / "checkpoints", kill_after, extra_delay)
     assert proc.returncode == -signal.SIGKILL
     assert not (run_b / "model.onnx").exists(), "the first run finished before it was killed"
     killed_at = ckpt.list_checkpoints(run_b / "checkpoints")[-1][0]
