@@ -329,14 +329,22 @@ def _source(r, blk, e):
     return src, src_len
 
 
-def _teacher_forced(r, blk: Seq2SeqBlock, e: S.Call):
-    if _args(r, blk, e, ("src", "src_len", "tgt")) is None:
-        return None
+def _source_and_target(r, blk: Seq2SeqBlock, e: S.Call):
+    """(src, src_len, tgt) of a call whose first three arguments are those, checked."""
     got = _source(r, blk, e)
     tgt = _ids(r, e.args[2], "the target", 2)
     if got is None or tgt is None or not _static_ok(r, tgt, e.args[2]):
         return None
-    src, src_len = got
+    return (*got, tgt)
+
+
+def _teacher_forced(r, blk: Seq2SeqBlock, e: S.Call):
+    if _args(r, blk, e, ("src", "src_len", "tgt")) is None:
+        return None
+    got = _source_and_target(r, blk, e)
+    if got is None:
+        return None
+    src, src_len, tgt = got
     t = TensorType("f32", (src.type.shape[0], tgt.type.shape[1], blk.target.vocab.size))
     return Expr("s2s_logits", (src, src_len, tgt), {"block": blk}, t, e.span)
 
@@ -375,11 +383,10 @@ def _sampled_loss(r, blk: Seq2SeqBlock, e: S.Call):
     kw = _args(r, blk, e, ("src", "src_len", "tgt"), ("lengths", "samples", "ids"))
     if kw is None:
         return None
-    got = _source(r, blk, e)
-    tgt = _ids(r, e.args[2], "the target", 2)
-    if got is None or tgt is None or not _static_ok(r, tgt, e.args[2]):
+    got = _source_and_target(r, blk, e)
+    if got is None:
         return None
-    src, src_len = got
+    src, src_len, tgt = got
     V = blk.target.vocab.size
     if "samples" not in kw:
         r.error(f"{e.func}(...) needs samples=N, the number of sampled classes (fewer than {V})", e.span)
