@@ -137,20 +137,27 @@ def torch_runners(w: dict, data: dict, export: bool = True):
             seq, _ = self.rnn(x)
             return self.head(seq[:, -1]) if w["head"] == "classify" else self.head(seq)
 
-    net = Net()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.from_numpy(data["x"])
-    y = torch.from_numpy(data["y"])
+    x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
     lossf = torch.nn.CrossEntropyLoss() if w["head"] == "classify" else torch.nn.MSELoss()
+    return torch_runners_of(Net(), (x,), lambda out: lossf(out, y), {"x": data["x"]}, ort_session, export)
+
+
+def torch_runners_of(net, args: tuple, loss_of, feeds: dict, ort_session, export: bool = True,
+                     output_names: list[str] | None = None, fetch: list[str] | None = None) -> dict:
+    """PyTorch eager forward (no_grad) and training step (Adam) of `net` on `args`, whose
+    outputs `loss_of` turns into the loss; and, with `export`, onnxruntime on the module
+    exported with `feeds`' names (batch dims dynamic), fetching `fetch` (all by default)."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def fwd():
         with torch.no_grad():
-            net(x)
+            net(*args)
 
     def step():
         opt.zero_grad()
-        loss = lossf(net(x), y)
-        loss.backward()
+        loss_of(net(*args)).backward()
         opt.step()
 
     runners = {"torch eager fwd": fwd, "torch train step": step}
@@ -158,10 +165,10 @@ def torch_runners(w: dict, data: dict, export: bool = True):
         return runners
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
-        torch.onnx.export(net, (x,), str(path), input_names=["x"], dynamo=False,
-                          dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(net, args, str(path), input_names=list(feeds), output_names=output_names,
+                          dynamo=False, dynamic_axes={k: {0: "batch"} for k in feeds})
         sess = ort_session(path.read_bytes())
-    runners["ORT torch-export fwd"] = lambda: sess.run(None, {"x": data["x"]})
+    runners["ORT torch-export fwd"] = lambda: sess.run(fetch, feeds)
     return runners
 
 

@@ -18,14 +18,13 @@ LSTM x·W [64×128·128×1024] + h·U [64×256·256×1024]; the output layer [12
 ≈ 1.3 G multiply-adds per forward on either side. Differences, all elementwise and small:
 rnnc's encoder runs with lengths=src_len (a per-step mask that keeps state past a length;
 no effect here, every length is 20), the loss is length-weighted (Σ mask·nll / Σ mask, the
-spec's `lengths=tgt_len`; equal to torch's plain mean with full lengths) and computed as
-−Σ onehot·log_softmax rather than torch's gather; torch's LSTM has two bias vectors (b_ih,
+spec's `lengths=tgt_len`; equal to torch's plain mean with full lengths); torch's LSTM has two bias vectors (b_ih,
 b_hh) where rnnc has one; rnnc's LSTM adds forget_bias (1.0, TF1's default) to the f gate.
 No `reversed` on the source (torch's side would need a flip; with full lengths it is the
 same work either way). With torch's weights mapped into rnnc (gate order i,j,f,o; b_ih+b_hh
 with forget_bias taken off) the two give the same loss and gradients to ~1e-6 (checked once,
-not part of the bench). rnnc's backward also differs: an embedding's gradient is onehotᵀ·g,
-a dense [1000×1280·1280×128] matmul per table, where torch scatter-adds rows.
+not part of the bench). Both read the label's log-probability by lookup and scatter-add an
+embedding's gradient into its rows.
 """
 from __future__ import annotations
 
@@ -118,34 +117,14 @@ def torch_model(w: dict):
 
 def torch_runners(w: dict, data: dict, ort_session, threads: int, export: bool = True) -> dict:
     import torch
+    from bench import torch_runners_of
 
     torch.set_num_threads(threads)
-    net = torch_model(w)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     src, tgt = torch.from_numpy(data["src"]), torch.from_numpy(data["tgt"])
-
-    def fwd():
-        with torch.no_grad():
-            net(src, tgt)
-
-    def step():
-        opt.zero_grad()
-        _, loss = net(src, tgt)
-        loss.backward()
-        opt.step()
-
-    runners = {"torch eager fwd": fwd, "torch train step": step}
-    if not export:
-        return runners
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        torch.onnx.export(net, (src, tgt), str(path), input_names=["src", "tgt"],
-                          output_names=["logits", "loss"], dynamo=False,
-                          dynamic_axes={"src": {0: "batch"}, "tgt": {0: "batch"}})
-        sess = ort_session(path.read_bytes())
     feeds = {"src": data["src"], "tgt": data["tgt"]}
-    runners["ORT torch-export fwd"] = lambda: sess.run(["loss"], feeds)     # as rnnc eval: the loss out
-    return runners
+    # the export asked for the loss only, as rnnc's eval model outputs it
+    return torch_runners_of(torch_model(w), (src, tgt), lambda out: out[1], feeds, ort_session, export,
+                            output_names=["logits", "loss"], fetch=["loss"])
 
 
 def w5_runners(w: dict, ort_session, train_step, threads: int) -> dict:
