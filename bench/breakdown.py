@@ -30,7 +30,7 @@ from onnx import helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import WORKLOADS, data_for, ort_session, spec_for
+from bench import WORKLOADS, data_for, median_ms, ort_session, rnnc_train_step, spec_for
 
 
 def captured(graph: onnx.GraphProto) -> list[str]:
@@ -59,18 +59,10 @@ def top_loops(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return loops
 
 
-def block_ms(fn, repeats: int, blocks: int = 3) -> float:
-    """Median over `blocks` blocks of `repeats` runs (after warm-up), a pause between."""
-    times = []
-    for _ in range(blocks):
-        time.sleep(0.2)
-        for _ in range(3):
-            fn()
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+def block_ms(fn, repeats: int) -> float:
+    """One block: a pause (the previous part's threads go idle), then bench's median."""
+    time.sleep(0.2)
+    return median_ms(fn, repeats)
 
 
 def node_model(model: onnx.ModelProto, node: onnx.NodeProto, values: dict) -> tuple[bytes, dict]:
@@ -135,14 +127,7 @@ def breakdown(name: str, repeats: int) -> None:
         model, data = check("bench.rnn", text=spec_for(w)), data_for(w, np.random.default_rng(0))
     tm = build_train(model, "auto")
     feeds = {**data, "lr": np.array(0.001, np.float32), "step": np.array(0, np.int64), **tm.params, **tm.slots}
-    state = {**tm.params, **tm.slots}
-    sess = ort_session(tm.onnx.SerializeToString(), training=True)
-    outs = ["loss"] + [f"{k}.next" for k in state]
-
-    def step():
-        got = sess.run(outs, {**feeds, **state})
-        state.update(zip(state, got[1:]))
-
+    step = rnnc_train_step(tm, data)
     loops = top_loops(tm.onnx)
     matmuls = [n for n in tm.onnx.graph.node if n.op_type in ("MatMul", "Gemm")]
     wanted = [i for n in matmuls for i in n.input]
@@ -172,7 +157,7 @@ def breakdown(name: str, repeats: int) -> None:
     rounds: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(5):
         for k, fn in parts.items():
-            rounds[k].append(block_ms(fn, repeats, blocks=1))
+            rounds[k].append(block_ms(fn, repeats))
     ms = {k: statistics.median(v) for k, v in rounds.items()}
 
     whole = ms["whole step"]
